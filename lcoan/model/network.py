@@ -1,0 +1,118 @@
+"""LCoAN: head, residual groups with collaborative attention, upsampler (paper Fig. 2)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .attention import ATTENTION_MODES, Pattern, build_attention
+from .sort import ClusterSort
+
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+@dataclass
+class LCoANConfig:
+    scale: int = 2
+    n_feats: int = 128
+    n_groups: int = 10
+    n_blocks: int = 4
+    n_clusters: int = 128
+    window_size: int = 384
+    match_dim: int = 128          # channels of the matching embedding (C / reduction)
+    res_scale: float = 0.1        # beta of Eq. 12, also the residual-group scale
+    attention: str = "lcoa"
+    centroid_decay: float = 0.999 # Eq. 10; 0 keeps the centroids frozen, as the public code does
+    rgb_mean: tuple[float, float, float] = field(default=DIV2K_RGB_MEAN)
+
+    def __post_init__(self):
+        self.rgb_mean = tuple(self.rgb_mean)
+        if self.scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
+        for name in ("n_feats", "n_groups", "n_clusters", "window_size", "match_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv plus identity, unscaled (the public model's RCAB without channel attention)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = conv3x3(channels, channels)
+        self.conv2 = conv3x3(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
+class ResidualGroup(nn.Module):
+    def __init__(self, cfg: LCoANConfig, index: int):
+        super().__init__()
+        self.blocks = nn.Sequential(*[ResBlock(cfg.n_feats) for _ in range(cfg.n_blocks)])
+        self.attention = build_attention(cfg.attention, index, cfg.n_feats, cfg.match_dim,
+                                         cfg.n_clusters, cfg.window_size, cfg.res_scale,
+                                         cfg.centroid_decay)
+        self.conv = conv3x3(cfg.n_feats, cfg.n_feats)
+        self.res_scale = cfg.res_scale
+
+    def forward(self, x: Tensor, pattern: Pattern) -> tuple[Tensor, Pattern]:
+        res, pattern = self.attention(self.blocks(x), pattern)
+        return x + self.res_scale * self.conv(res), pattern
+
+
+def upsampler(scale: int, channels: int) -> nn.Sequential:
+    """[conv C->4C, PixelShuffle(2)] x log2(s), or [conv C->9C, PixelShuffle(3)]."""
+    layers: list[nn.Module] = []
+    if scale == 3:
+        layers += [conv3x3(channels, 9 * channels), nn.PixelShuffle(3)]
+    else:
+        for _ in range(int(math.log2(scale))):
+            layers += [conv3x3(channels, 4 * channels), nn.PixelShuffle(2)]
+    return nn.Sequential(*layers)
+
+
+class LCoAN(nn.Module):
+    """Input NCHW RGB in [0, 1]; output the SR image, not clamped."""
+
+    def __init__(self, cfg: LCoANConfig):
+        super().__init__()
+        self.config = cfg
+        self.register_buffer("rgb_mean", torch.tensor(cfg.rgb_mean).view(1, 3, 1, 1), persistent=False)
+        self.head = conv3x3(3, cfg.n_feats)
+        self.groups = nn.ModuleList(ResidualGroup(cfg, i) for i in range(cfg.n_groups))
+        self.body_conv = conv3x3(cfg.n_feats, cfg.n_feats)
+        self.upsampler = upsampler(cfg.scale, cfg.n_feats)
+        self.tail_conv = conv3x3(cfg.n_feats, 3)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def forward(self, lr: Tensor) -> Tensor:
+        shallow = self.head(lr - self.rgb_mean)
+        x, pattern = shallow, None
+        for group in self.groups:
+            x, pattern = group(x, pattern)
+        x = self.body_conv(x) + shallow
+        return self.tail_conv(self.upsampler(x)) + self.rgb_mean
+
+    def set_sort(self, sort_fn: ClusterSort) -> None:
+        """Swap the cluster sort of every LSP module (export uses this)."""
+        for module in self.modules():
+            if hasattr(module, "sort_fn"):
+                module.sort_fn = sort_fn
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
