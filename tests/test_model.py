@@ -1,0 +1,255 @@
+"""Core model: golden reproduction, LSP/CoA semantics, checkpoints, parameter counts."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import shared_path
+from lcoan import CheckpointError, build_model, load_model
+from lcoan.checkpoint import save_checkpoint, to_official_state_dict
+from lcoan.model import attention as attention_mod
+from lcoan.model.lsp import ClusterCentroids
+from lcoan.model.pattern import gather_rows, sparse_pattern
+from lcoan.model.sort import counting_sort, stable_sort
+
+
+def test_golden_public_checkpoint():
+    ref = shared_path("reference")
+    model = load_model(ref / "official_small_x2.pt", window_size=64)
+    lr = torch.from_numpy(np.load(ref / "official_small_x2_lr.npy"))
+    expected = np.load(ref / "official_small_x2_sr.npy")
+    with torch.no_grad():
+        sr = model(lr).numpy()
+    assert sr.shape == expected.shape
+    assert np.abs(sr - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("scale, expected", [(2, 14_340_227), (3, 15_078_147), (4, 14_930_563)])
+def test_paper_parameter_count_matches_public_used_parameters(scale, expected):
+    assert build_model("paper", scale=scale).num_parameters() == expected
+
+
+# ----------------------------------------------------------------------------- sort
+@pytest.mark.parametrize("sort_fn", [stable_sort, counting_sort])
+def test_sort_is_stable_and_inverse_round_trips(sort_fn):
+    g = torch.Generator().manual_seed(1)
+    for batch, length, k in [(1, 1, 1), (2, 37, 3), (3, 500, 16), (2, 4096, 128)]:
+        ids = torch.randint(0, k, (batch, length), generator=g)
+        perm, inverse = sort_fn(ids, k)
+        for b in range(batch):
+            expected = np.argsort(ids[b].numpy(), kind="stable")
+            assert np.array_equal(perm[b].numpy(), expected)
+        x = torch.randn(batch, length, 5, generator=g)
+        assert torch.equal(gather_rows(gather_rows(x, perm), inverse), x)
+        sorted_ids = ids.gather(1, perm)
+        assert (sorted_ids[:, 1:] >= sorted_ids[:, :-1]).all()
+        same = sorted_ids[:, 1:] == sorted_ids[:, :-1]
+        assert (perm[:, 1:] > perm[:, :-1])[same].all(), "ties must keep raster order"
+
+
+# ----------------------------------------------------------------------------- LSP vs brute force
+def brute_force_sparse_attention(q, values, ids, window):
+    """Dense attention with an explicit who-sees-whom count matrix built from the sort.
+
+    Written from the prose semantics, independently of lcoan.model.pattern.
+    """
+    length = q.shape[0]
+    order = list(np.argsort(ids.numpy(), kind="stable"))
+    n_windows = -(-length // window)
+    pad = n_windows * window - length
+    padded = order + [order[(t - pad) % length] for t in range(pad)]  # repeat the last rows
+    slot_of = {pos: s for s, pos in enumerate(order)}
+    sees = torch.zeros(length, length, dtype=torch.float64)
+    for i in range(length):
+        w = slot_of[i] // window
+        for nb in (w, (w - 1) % n_windows, (w + 1) % n_windows):
+            for j in padded[nb * window:(nb + 1) * window]:
+                sees[i, j] += 1
+    keys = F.normalize(q.double(), dim=-1, eps=5e-5)
+    logits = q.double() @ keys.t()
+    logits = logits - logits.max(dim=1, keepdim=True).values
+    weights = sees * torch.exp(logits)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return (weights @ values.double()).float()
+
+
+@pytest.mark.parametrize("length, window", [(1, 8), (5, 8), (8, 8), (13, 8), (40, 8), (64, 16), (70, 16), (3, 16)])
+def test_sparse_attention_equals_masked_dense_reference(length, window):
+    g = torch.Generator().manual_seed(length)
+    k, d, c = 4, 6, 5
+    q = torch.randn(2, length, d, generator=g)
+    values = torch.randn(2, length, c, generator=g)
+    ids = torch.randint(0, k, (2, length), generator=g)
+    perm, inverse = stable_sort(ids, k)
+    out = sparse_pattern(q, perm, inverse, window).apply(values)
+    for b in range(2):
+        expected = brute_force_sparse_attention(q[b], values[b], ids[b], window)
+        torch.testing.assert_close(out[b], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_elements_get_their_own_pattern():
+    model = build_model("tiny").eval()
+    x = torch.rand(3, 3, 9, 11)
+    with torch.no_grad():
+        batched = model(x)
+        single = torch.cat([model(x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["none", "nla", "lsp", "nla_shared", "lcoa"])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 5), (16, 20)])
+def test_any_size_and_every_attention_mode(mode, hw):
+    model = build_model("tiny", scale=3, attention=mode).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, *hw))
+    assert out.shape == (2, 3, hw[0] * 3, hw[1] * 3)
+    assert torch.isfinite(out).all()
+
+
+def test_nla_shared_matches_dense_softmax():
+    torch.manual_seed(3)
+    model = build_model("tiny", attention="nla_shared").eval()
+    producer = model.groups[0].attention
+    x = torch.randn(1, 16, 6, 5)
+    out, pattern = producer(x, None)
+    rows = producer.match_conv(x).flatten(2).transpose(1, 2)[0]
+    weights = torch.softmax(rows @ F.normalize(rows, dim=-1, eps=5e-5).t(), dim=-1)
+    torch.testing.assert_close(pattern.weights[0], weights, atol=1e-6, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- CoA
+def count_calls(model, monkeypatch):
+    calls = {"sort": 0, "kmeans": 0}
+
+    def counting(ids, k):
+        calls["sort"] += 1
+        return stable_sort(ids, k)
+
+    model.set_sort(counting)
+    original = ClusterCentroids.forward
+
+    def counted_forward(self, features):
+        calls["kmeans"] += 1
+        return original(self, features)
+
+    monkeypatch.setattr(ClusterCentroids, "forward", counted_forward)
+    return calls
+
+
+@pytest.mark.parametrize("mode, expected", [("lcoa", 1), ("lsp", 3)])
+def test_later_groups_run_no_sort_and_no_kmeans(mode, expected, monkeypatch):
+    model = build_model("tiny", attention=mode).eval()
+    assert model.config.n_groups == 3
+    calls = count_calls(model, monkeypatch)
+    with torch.no_grad():
+        model(torch.rand(1, 3, 12, 12))
+    assert calls == {"sort": expected, "kmeans": expected}
+    if mode == "lcoa":
+        later = [g.attention for g in model.groups[1:]]
+        assert all(type(a) is attention_mod.SharedAttention for a in later)
+        assert not any(hasattr(a, "match_conv") or hasattr(a, "kmeans") for a in later)
+
+
+def test_gradient_reaches_group1_match_conv_through_last_group_only():
+    model = build_model("tiny").train()
+    model(torch.rand(2, 3, 12, 12))  # initialise the centroids
+    producer, last = model.groups[0].attention, model.groups[-1].attention
+    features = torch.randn(2, 16, 12, 12)
+    _, pattern = producer(features, None)
+    out, _ = last(torch.randn(2, 16, 12, 12), pattern)  # the only path back is A_s
+    out.square().sum().backward()
+    grad = producer.match_conv.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert not pattern.gather_index.requires_grad and not pattern.inverse.requires_grad
+
+
+# ----------------------------------------------------------------------------- k-means EMA (Eq. 10)
+def test_ema_update_matches_eq10_by_hand_and_eval_changes_nothing():
+    torch.manual_seed(5)
+    km = ClusterCentroids(num_clusters=6, dim=4, decay=0.999)
+    features = torch.randn(2, 30, 4)
+    km.train()
+    km(features)  # first training batch: initialisation from the batch
+    assert bool(km.initialized)
+    mu = km.centroids.clone()
+    batch = torch.randn(2, 25, 4)
+    ids = km(batch)
+    unit = F.normalize(batch.reshape(-1, 4), dim=-1)
+    flat_ids = (unit @ mu.t()).argmax(-1)
+    assert torch.equal(ids.reshape(-1), flat_ids)
+    expected = mu.clone()
+    for k in range(6):
+        members = unit[flat_ids == k]
+        if len(members):
+            expected[k] = 0.999 * mu[k] + 0.001 * F.normalize(members.sum(0), dim=0)
+    torch.testing.assert_close(km.centroids, expected, atol=1e-7, rtol=0)
+    assert not torch.equal(km.centroids, mu)
+
+    km.eval()
+    before = km.centroids.clone()
+    km(torch.randn(2, 25, 4))
+    assert torch.equal(km.centroids, before)
+
+
+def test_decay_zero_freezes_centroids_and_eval_never_initialises():
+    km = ClusterCentroids(4, 3, decay=0.0).train()
+    km(torch.randn(1, 20, 3))
+    frozen = km.centroids.clone()
+    km(torch.randn(1, 20, 3))
+    assert torch.equal(km.centroids, frozen)
+    fresh = ClusterCentroids(4, 3).eval()
+    start = fresh.centroids.clone()
+    fresh(torch.randn(1, 20, 3))
+    assert not bool(fresh.initialized) and torch.equal(fresh.centroids, start)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_official_keys_round_trip(tmp_path):
+    keys_file = shared_path("reference", "official_lcoan_x2_state_dict_keys.tsv")
+    official = {}
+    with open(keys_file) as fh:
+        for row in csv.reader(fh, delimiter="\t"):
+            official[row[0]] = tuple(int(s) for s in row[1].strip("()").split(",") if s.strip())
+    model = build_model("paper", scale=2)
+    exported = to_official_state_dict(model)
+    unused = {k for k in official if k in ("a",) or "mean" in k and "kmeans" not in k
+              or (k.startswith("body.") and not k.startswith("body.0.") and ("conv_match" in k or "kmeans" in k))}
+    assert set(exported) == set(official) - unused
+    for key, value in exported.items():
+        assert tuple(value.shape) == official[key], key
+
+    tiny = build_model("tiny").eval()
+    path = tmp_path / "public.pt"
+    torch.save(to_official_state_dict(tiny), path)
+    loaded = load_model(path, window_size=tiny.config.window_size)
+    assert loaded.config.n_feats == 16 and loaded.config.n_groups == 3 and loaded.config.n_clusters == 8
+    x = torch.rand(1, 3, 10, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), tiny(x))
+
+
+def test_wrong_shape_names_the_key(tmp_path):
+    state = to_official_state_dict(build_model("tiny"))
+    state["body.1.m_conv.0.weight"] = torch.zeros(16, 16, 1, 1)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"groups\.1\.conv\.weight.*shape"):
+        load_model(path)
+
+
+def test_unusable_files_give_one_line_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such weights file"):
+        load_model(tmp_path / "missing.pt")
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as err:
+        load_model(bad)
+    assert "\n" not in str(err.value) and str(bad) in str(err.value)
+    model = build_model("tiny", scale=2)
+    own = tmp_path / "own.pt"
+    save_checkpoint(own, model)
+    with pytest.raises(CheckpointError, match="x2, not x4"):
+        load_model(own, scale=4)
+    assert load_model(own).config.scale == 2
