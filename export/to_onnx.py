@@ -1,0 +1,164 @@
+"""Export LCoAN to ONNX: frozen centroids, cluster assignment, stable sort and windowed attention
+as one graph with dynamic batch, height and width.
+
+    python -m export.to_onnx [--weights W] [--out lcoan.onnx] [--sort onnx|plugin]
+                             [--opset N] [--dtype fp32|fp16] [--scale S]
+
+``--sort onnx`` keeps the sort as a stable counting sort of standard ops (Equal, CumSum,
+ReduceSum, ScatterElements; no TopK, so no 3840-element cap in TensorRT). ``--sort plugin``
+replaces that subgraph by one ``LCoAClusterSort`` node (domain ``lcoan``) for the TensorRT
+plugin; ONNX Runtime runs it through ``export.ort_ops``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from lcoan.model.network import LCoAN
+from lcoan.model.sort import counting_sort
+
+from .errors import ExportError, run_cli
+from . import graph as graph_lib
+
+DEFAULT_OPSET = 17
+# ReduceSum with ``axes`` as an input (13); CumSum and ScatterElements (11).
+MIN_OPSET = 13
+SORTS = ("onnx", "plugin")
+DTYPES = ("fp32", "fp16")
+INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+# Ops that would sort positions (TopK is capped at K = 3840 in TensorRT).
+FORBIDDEN_SORT_OPS = ("TopK",)
+
+
+class ClusterSortScope(nn.Module):
+    """The counting sort as a module, so that its nodes carry the name scope ``.../sort_fn/``."""
+
+    def forward(self, ids: torch.Tensor, num_clusters: int):
+        return counting_sort(ids, num_clusters)
+
+
+def _max_opset() -> int:
+    return onnx.defs.onnx_opset_version()
+
+
+def check_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old: the graph uses ReduceSum with an axes input, "
+                          f"CumSum and ScatterElements, which need opset >= {MIN_OPSET}")
+    if opset > _max_opset():
+        raise ExportError(f"opset {opset} is newer than this onnx package supports ({_max_opset()})")
+
+
+def prepare(model: LCoAN) -> LCoAN:
+    """An eval-mode FP32 copy whose LSP modules sort with the scoped counting sort."""
+    model = copy.deepcopy(model).eval().float().cpu()
+    for module in list(model.modules()):
+        if hasattr(module, "sort_fn"):
+            module.sort_fn = ClusterSortScope()
+    return model
+
+
+def _torch_export(model: LCoAN, opset: int) -> onnx.ModelProto:
+    sample = torch.rand(1, 3, 24, 20)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model, (sample,), buffer, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                              OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}})
+        except Exception as exc:  # unsupported op at this opset, tracing failure
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise ExportError(f"torch.onnx.export failed at opset {opset}: {first[:200]}") from None
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def check_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Full checker plus strict shape inference; returns the shape-inferred model."""
+    onnx.checker.check_model(proto, full_check=True)
+    return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+
+
+def build_onnx(model: LCoAN, sort: str = "onnx", opset: int = DEFAULT_OPSET,
+               dtype: str = "fp32") -> onnx.ModelProto:
+    """The exported graph in memory (see :func:`export_onnx`)."""
+    if sort not in SORTS:
+        raise ExportError(f"sort must be one of {SORTS}, got {sort!r}")
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    check_opset(opset)
+    proto = _torch_export(prepare(model), opset)
+    bad = [n.name for n in proto.graph.node if n.op_type in FORBIDDEN_SORT_OPS]
+    if bad:
+        raise ExportError(f"exported graph sorts with TopK ({bad[0]}); TensorRT caps TopK at 3840")
+    if sort == "plugin":
+        proto = graph_lib.replace_counting_sort(proto)
+    if dtype == "fp16":
+        from .precision import to_fp16
+        proto = to_fp16(proto)
+    meta = {"lcoan_config": json.dumps(model.config.to_dict()), "lcoan_sort": sort,
+            "lcoan_dtype": dtype, "lcoan_scale": str(model.config.scale)}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "lcoan-edge"
+    check_graph(proto)
+    return proto
+
+
+def export_onnx(model: LCoAN, path: str | Path, sort: str = "onnx", opset: int = DEFAULT_OPSET,
+                dtype: str = "fp32") -> Path:
+    """Export ``model`` to ``path``: input ``lr`` float32 NCHW, output ``sr``; dynamic N, H, W.
+
+    ``sort``: ``"onnx"`` (counting sort of standard ops) or ``"plugin"`` (one LCoAClusterSort
+    node). ``dtype``: ``"fp32"`` or ``"fp16"`` (FP16 inside, float32 input and output; cluster
+    assignment and softmax stay FP32). Returns ``path``.
+    """
+    proto = build_onnx(model, sort=sort, opset=opset, dtype=dtype)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def read_metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def load_weights(weights: str | None, scale: int | None) -> LCoAN:
+    import lcoan
+    path = weights if weights else lcoan.default_weights(scale or 2)
+    return lcoan.load_model(path, scale=scale)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
+    parser.add_argument("--out", default="lcoan.onnx")
+    parser.add_argument("--sort", choices=SORTS, default="onnx")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
+                        help="expected scale; an error if the weights are for another one")
+    args = parser.parse_args(argv)
+    check_opset(args.opset)
+    model = load_weights(args.weights, args.scale)
+    out = export_onnx(model, args.out, sort=args.sort, opset=args.opset, dtype=args.dtype)
+    counts = graph_lib.op_counts(onnx.load(str(out), load_external_data=False))
+    print(f"wrote {out} (x{model.scale}, sort={args.sort}, dtype={args.dtype}, opset={args.opset}, "
+          f"{sum(counts.values())} nodes)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
