@@ -1,0 +1,29 @@
+"""Data: image IO, MATLAB-compatible bicubic resize, SR datasets and loaders."""
+from .datasets import HROnlyDataset, PairedDataset, SeededSampler, list_images, make_loader
+from .imageio import (
+    ImageReadError,
+    read_image,
+    read_image_levels,
+    read_image_with_alpha,
+    write_image,
+)
+from .paths import default_data_root
+from .resize import imresize, imresize_float, imresize_torch, imresize_uint8
+
+__all__ = [
+    "HROnlyDataset",
+    "PairedDataset",
+    "SeededSampler",
+    "list_images",
+    "make_loader",
+    "ImageReadError",
+    "read_image",
+    "read_image_levels",
+    "read_image_with_alpha",
+    "write_image",
+    "default_data_root",
+    "imresize",
+    "imresize_float",
+    "imresize_torch",
+    "imresize_uint8",
+]
