@@ -29,8 +29,8 @@ from .errors import ExportError, run_cli
 from . import graph as graph_lib
 
 DEFAULT_OPSET = 17
-# ReduceSum with ``axes`` as an input (13); CumSum and ScatterElements (11).
-MIN_OPSET = 13
+# Clip on the int64 cluster ids (12); CumSum and ScatterElements (11).
+MIN_OPSET = 12
 SORTS = ("onnx", "plugin")
 DTYPES = ("fp32", "fp16")
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
@@ -51,8 +51,8 @@ def _max_opset() -> int:
 
 def check_opset(opset: int) -> None:
     if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old: the graph uses ReduceSum with an axes input, "
-                          f"CumSum and ScatterElements, which need opset >= {MIN_OPSET}")
+        raise ExportError(f"opset {opset} is too old: the graph uses Clip on int64 ids, CumSum and "
+                          f"ScatterElements, which need opset >= {MIN_OPSET}")
     if opset > _max_opset():
         raise ExportError(f"opset {opset} is newer than this onnx package supports ({_max_opset()})")
 

@@ -1,0 +1,369 @@
+"""Parity reports: the same images through a reference and a candidate runner.
+
+    python -m export.parity [--weights W] --onnx F [--images DIR] [--json out.json]
+                            [--polygraphy-dir D] [--scale S]
+
+Per image: the drift of the candidate from the reference (PSNR of candidate vs reference on
+outputs clipped to [0, 1], peak 1, and the max absolute error) and the Y-PSNR of each against
+the HR image when one is known (BT.601 Y, 8-bit quantised, ``shave = scale``). Exit status 1
+when an image misses the thresholds: FP32 graphs need drift >= 60 dB or max abs error <= 1e-4,
+FP16 graphs drift >= 50 dB.
+
+The API is runner-based, so other back ends plug in without changing the report:
+
+    report = compare(torch_runner(model), ort_runner("lcoan.onnx"), samples, scale=2)
+
+A runner maps a float32 ``[N, 3, h, w]`` array to the float32 SR array.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import ExportError, run_cli
+
+Runner = Callable[[np.ndarray], np.ndarray]
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFAULT_SETS = ("Set5", "Set14")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_drift_db: float            # candidate vs reference PSNR must reach this ...
+    max_abs: float | None = None   # ... unless the max absolute error is at most this
+
+    def passes(self, drift_db: float, max_abs: float) -> bool:
+        return drift_db >= self.min_drift_db or (self.max_abs is not None and max_abs <= self.max_abs)
+
+
+THRESHOLDS = {"fp32": Thresholds(60.0, 1e-4), "fp16": Thresholds(50.0, None)}
+
+
+@dataclass
+class Sample:
+    name: str
+    lr: np.ndarray                 # float32 [N, 3, h, w] in [0, 1]
+    hr: np.ndarray | None = None   # float32 [N, 3, H, W] in [0, 1], or None
+
+
+@dataclass
+class ImageResult:
+    name: str
+    lr_shape: list[int]
+    drift_db: float
+    max_abs: float
+    reference_psnr_y: float | None
+    candidate_psnr_y: float | None
+    passed: bool
+
+
+@dataclass
+class Report:
+    reference: str
+    candidate: str
+    precision: str
+    thresholds: Thresholds
+    images: list[ImageResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.images) and all(r.passed for r in self.images)
+
+    def summary(self) -> dict:
+        drifts = [r.drift_db for r in self.images]
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return float(np.mean(values)) if values else None
+        return {"images": len(self.images), "passed": self.passed,
+                "min_drift_db": min(drifts) if drifts else None,
+                "max_abs": max((r.max_abs for r in self.images), default=None),
+                "mean_reference_psnr_y": mean([r.reference_psnr_y for r in self.images]),
+                "mean_candidate_psnr_y": mean([r.candidate_psnr_y for r in self.images])}
+
+    def to_dict(self) -> dict:
+        return _json_safe({"reference": self.reference, "candidate": self.candidate,
+                           "precision": self.precision, "thresholds": asdict(self.thresholds),
+                           "summary": self.summary(), "images": [asdict(r) for r in self.images]})
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def table(self) -> str:
+        def fmt(v, spec=".2f"):
+            return "-" if v is None else ("inf" if v == math.inf else format(v, spec))
+        head = f"{'image':<18} {'LR HxW':>10} {'drift dB':>9} {'max abs':>9} " \
+               f"{self.reference + ' Y':>14} {self.candidate + ' Y':>16}  ok"
+        lines = [head, "-" * len(head)]
+        for r in self.images:
+            hw = f"{r.lr_shape[2]}x{r.lr_shape[3]}"
+            lines.append(f"{r.name:<18} {hw:>10} {fmt(r.drift_db):>9} {r.max_abs:>9.2e} "
+                         f"{fmt(r.reference_psnr_y):>14} {fmt(r.candidate_psnr_y):>16}  "
+                         f"{'yes' if r.passed else 'NO'}")
+        s = self.summary()
+        lines.append(f"{len(self.images)} images, {self.precision}, min drift {fmt(s['min_drift_db'])} dB, "
+                     f"max abs {s['max_abs']:.2e}: {'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- metrics
+def drift_psnr(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR (dB, peak 1) of ``candidate`` against ``reference``, both clipped to [0, 1]."""
+    a = np.clip(candidate.astype(np.float64), 0, 1)
+    b = np.clip(reference.astype(np.float64), 0, 1)
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def _psnr_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
+    try:
+        from lcoan.metrics import psnr_y
+    except ImportError:  # pragma: no cover - the project ships lcoan.metrics
+        psnr_y = _local_psnr_y
+    import torch
+    value = psnr_y(torch.from_numpy(np.ascontiguousarray(sr)), torch.from_numpy(np.ascontiguousarray(hr)), shave)
+    return float(np.mean(np.asarray(value.cpu() if hasattr(value, "cpu") else value, dtype=np.float64)))
+
+
+def _local_psnr_y(sr, hr, shave):  # BT.601 Y on 8-bit levels, as lcoan.metrics.psnr_y
+    def y(img):
+        img = np.round(np.clip(img.numpy().astype(np.float64), 0, 1) * 255) / 255
+        return 16 / 255 + (65.738 * img[:, 0] + 129.057 * img[:, 1] + 25.064 * img[:, 2]) / 256
+    d = (y(sr) - y(hr))[..., shave:-shave or None, shave:-shave or None]
+    mse = float(np.mean(d ** 2))
+    return math.inf if mse == 0 else -10 * math.log10(mse)
+
+
+# --------------------------------------------------------------------------- inputs
+def check_input(name: str, array: np.ndarray) -> np.ndarray:
+    """A float32 ``[N, 3, H, W]`` array, or a one-line :class:`ExportError`."""
+    array = np.asarray(array)
+    if array.ndim != 4 or array.shape[1] != 3 or min(array.shape) < 1:
+        raise ExportError(f"input {name}: expected a 4-D [N, 3, H, W] array, got shape {tuple(array.shape)}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read image ({exc})") from None
+    return arr.transpose(2, 0, 1)[None].copy()
+
+
+def _hr_for(lr_path: Path, scale: int) -> Path | None:
+    """EDSR layout: <set>/LR_bicubic/X<s>/<name>x<s>.png -> <set>/HR/<name>.png."""
+    stem = re.sub(rf"x{scale}$", "", lr_path.stem, flags=re.IGNORECASE)
+    for base in (lr_path.parent.parent.parent / "HR", lr_path.parent.parent / "HR"):
+        for ext in (lr_path.suffix, ".png"):
+            if (base / f"{stem}{ext}").is_file():
+                return base / f"{stem}{ext}"
+    return None
+
+
+def load_samples(folder: str | Path, scale: int, limit: int | None = None) -> list[Sample]:
+    """LR images (or ``.npy`` arrays [N, 3, h, w]) from ``folder``, with HR images when found."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: no such image folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS + (".npy",))
+    if not files:
+        raise ExportError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)} or .npy)")
+    samples = []
+    for path in files[:limit]:
+        if path.suffix.lower() == ".npy":
+            samples.append(Sample(path.stem, check_input(path.name, np.load(path))))
+            continue
+        lr = _read_rgb(path)
+        hr_path = _hr_for(path, scale)
+        hr = None
+        if hr_path is not None:
+            hr = _read_rgb(hr_path)[..., : lr.shape[2] * scale, : lr.shape[3] * scale]
+            if hr.shape[2:] != (lr.shape[2] * scale, lr.shape[3] * scale):
+                hr = None
+        samples.append(Sample(re.sub(rf"x{scale}$", "", path.stem, flags=re.IGNORECASE), lr, hr))
+    return samples
+
+
+def data_root() -> Path:
+    try:
+        from lcoan.data.paths import default_data_root
+        return default_data_root()
+    except ImportError:  # pragma: no cover
+        import os
+        import lcoan
+        env = os.environ.get("LCOAN_DATA")
+        return Path(env) if env else Path(lcoan.__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def benchmark_samples(scale: int, sets: Sequence[str] = DEFAULT_SETS, root: str | Path | None = None,
+                      limit: int | None = None) -> list[Sample]:
+    """Set5 and Set14 ``LR_bicubic/X{scale}`` with their HR images."""
+    root = Path(root) if root else data_root() / "benchmark"
+    samples = []
+    for name in sets:
+        folder = root / name / "LR_bicubic" / f"X{scale}"
+        if not folder.is_dir():
+            raise ExportError(f"{folder}: benchmark images not found (set LCOAN_DATA or pass --images)")
+        samples += [Sample(f"{name}/{s.name}", s.lr, s.hr) for s in load_samples(folder, scale, limit)]
+    return samples
+
+
+# --------------------------------------------------------------------------- runners
+def torch_runner(model) -> Runner:
+    """PyTorch eager (the model's own stable sort)."""
+    import torch
+    model = model.eval()
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(lr)).numpy()
+    return run
+
+
+def ort_runner(onnx_model, threads: int | None = None) -> Runner:
+    """ONNX Runtime CPU; plugin-form graphs run with the CPU ``LCoAClusterSort``."""
+    from . import ort_ops
+    from .to_onnx import INPUT_NAME, OUTPUT_NAME
+    sess = ort_ops.session(onnx_model, threads=threads)
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        return sess.run([OUTPUT_NAME], {INPUT_NAME: lr})[0]
+    return run
+
+
+# --------------------------------------------------------------------------- comparison
+def compare(reference_fn: Runner, candidate_fn: Runner, samples: Iterable[Sample], *, scale: int,
+            precision: str = "fp32", thresholds: Thresholds | None = None,
+            reference_name: str = "pytorch", candidate_name: str = "onnxruntime",
+            outputs: dict | None = None) -> Report:
+    """Run both runners on every sample; ``outputs`` (if given) collects the reference outputs."""
+    if precision not in THRESHOLDS and thresholds is None:
+        raise ExportError(f"unknown precision {precision!r}; pass thresholds")
+    thresholds = thresholds or THRESHOLDS[precision]
+    report = Report(reference_name, candidate_name, precision, thresholds)
+    for sample in samples:
+        lr = check_input(sample.name, sample.lr)
+        ref = np.asarray(reference_fn(lr), dtype=np.float32)
+        cand = np.asarray(candidate_fn(lr), dtype=np.float32)
+        if cand.shape != ref.shape:
+            raise ExportError(f"{sample.name}: {candidate_name} output {cand.shape} != {reference_name} {ref.shape}")
+        if outputs is not None:
+            outputs[sample.name] = ref
+        drift, max_abs = drift_psnr(cand, ref), float(np.max(np.abs(cand - ref)))
+        ref_y = cand_y = None
+        if sample.hr is not None and sample.hr.shape == ref.shape:
+            ref_y, cand_y = _psnr_y(ref, sample.hr, scale), _psnr_y(cand, sample.hr, scale)
+        report.images.append(ImageResult(sample.name, list(lr.shape), drift, max_abs, ref_y, cand_y,
+                                         thresholds.passes(drift, max_abs)))
+    return report
+
+
+def save_polygraphy(samples: Sequence[Sample], reference_outputs: dict, folder: str | Path,
+                    runner_name: str = "pytorch") -> tuple[Path, Path]:
+    """Inputs and reference outputs in Polygraphy's JSON formats, for
+
+        polygraphy run lcoan.onnx --onnxrt --load-inputs inputs.json \
+            --load-outputs pytorch_outputs.json --atol 1e-4 --rtol 1e-3
+    """
+    from polygraphy.comparator import IterationResult, RunResults
+    from polygraphy.json import save_json
+
+    from .to_onnx import INPUT_NAME, OUTPUT_NAME
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs_path, outputs_path = folder / "inputs.json", folder / f"{runner_name}_outputs.json"
+    save_json([{INPUT_NAME: check_input(s.name, s.lr)} for s in samples], str(inputs_path),
+              description="LCoAN LR inputs")
+    results = RunResults([(runner_name, [IterationResult({OUTPUT_NAME: reference_outputs[s.name]},
+                                                         runner_name=runner_name) for s in samples])])
+    results.save(str(outputs_path))
+    return inputs_path, outputs_path
+
+
+def polygraphy_command(onnx_path: str | Path, inputs: Path, outputs: Path, precision: str = "fp32") -> list[str]:
+    atol, rtol = ("1e-4", "1e-3") if precision == "fp32" else ("1e-2", "1e-2")
+    return ["polygraphy", "run", str(onnx_path), "--onnxrt", "--load-inputs", str(inputs),
+            "--load-outputs", str(outputs), "--atol", atol, "--rtol", rtol]
+
+
+# --------------------------------------------------------------------------- CLI
+def graph_precision(proto) -> str:
+    from .precision import is_fp16
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return meta.get("lcoan_dtype") or ("fp16" if is_fp16(proto) else "fp32")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import onnx
+
+    parser = argparse.ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="weights file (default: the bundled weights)")
+    parser.add_argument("--onnx", required=True, help="exported graph (either sort form, fp32 or fp16)")
+    parser.add_argument("--images", help="folder of LR images or .npy [N, 3, h, w] arrays "
+                                         "(default: Set5 and Set14 LR_bicubic X<scale>)")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
+                        help="expected scale (default: the graph's)")
+    parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--polygraphy-dir", help="write inputs and PyTorch outputs as Polygraphy JSON here")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many images per folder")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    args = parser.parse_args(argv)
+
+    onnx_path = Path(args.onnx)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: no such ONNX file")
+    try:
+        proto = onnx.load(str(onnx_path))
+    except Exception as exc:
+        raise ExportError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    graph_scale = int(meta["lcoan_scale"]) if "lcoan_scale" in meta else None
+    if args.scale and graph_scale and args.scale != graph_scale:
+        raise ExportError(f"{onnx_path}: graph is for x{graph_scale}, not x{args.scale}")
+    scale = args.scale or graph_scale
+
+    from .to_onnx import load_weights
+    model = load_weights(args.weights, scale)
+    if graph_scale and model.scale != graph_scale:
+        raise ExportError(f"weights are for x{model.scale}, the graph {onnx_path} is for x{graph_scale}")
+    scale = model.scale
+    samples = (load_samples(args.images, scale, args.limit) if args.images
+               else benchmark_samples(scale, limit=args.limit))
+    precision = graph_precision(proto)
+    outputs: dict = {}
+    report = compare(torch_runner(model), ort_runner(proto, threads=args.threads), samples,
+                     scale=scale, precision=precision, outputs=outputs)
+    print(report.table())
+    if args.json:
+        print(f"wrote {report.save_json(args.json)}")
+    if args.polygraphy_dir:
+        inputs, outs = save_polygraphy(samples, outputs, args.polygraphy_dir)
+        print("polygraphy check: " + " ".join(polygraphy_command(onnx_path, inputs, outs, precision)))
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    run_cli(main)
