@@ -1,0 +1,275 @@
+"""ONNX export: graph structure, both sort forms against PyTorch, FP16, and one-line CLI errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx_graphsurgeon")
+
+from lcoan import build_model  # noqa: E402
+from lcoan.checkpoint import save_safetensors  # noqa: E402
+
+from export import graph as graph_lib  # noqa: E402
+from export import ort_ops, parity  # noqa: E402
+from export.sort_reference import cluster_sort_reference  # noqa: E402
+from export.to_onnx import ClusterSortScope, build_onnx, check_graph, export_onnx  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# 1x1, smaller than one window (tiny: 16), 64x64, 100x75 (HxW), 4900 positions (> TopK's 3840)
+SIZES = [(1, 1), (3, 5), (64, 64), (100, 75), (70, 70)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    with torch.no_grad():  # spread the centroids so that every cluster gets members
+        for m in model.modules():
+            if hasattr(m, "centroids"):
+                m.centroids.copy_(torch.nn.functional.normalize(torch.randn_like(m.centroids), dim=-1))
+    return model
+
+
+@pytest.fixture(scope="module")
+def graphs(tiny):
+    return {sort: build_onnx(tiny, sort=sort) for sort in ("onnx", "plugin")}
+
+
+def _torch(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+# --------------------------------------------------------------------------- structure
+def test_graph_is_valid_dynamic_and_has_no_topk(graphs):
+    for sort, proto in graphs.items():
+        check_graph(proto)  # full checker + strict shape inference
+        (inp,), (out,) = proto.graph.input, proto.graph.output
+        assert (inp.name, out.name) == ("lr", "sr")
+        dims = inp.type.tensor_type.shape.dim
+        assert [d.dim_param != "" for d in dims] == [True, False, True, True], sort
+        assert dims[1].dim_value == 3
+        out_dims = out.type.tensor_type.shape.dim
+        assert all(d.dim_param for i, d in enumerate(out_dims) if i != 1)
+        ops = graph_lib.op_counts(proto)
+        assert ops["TopK"] == 0
+        assert ops["ReduceLogSumExp"] + ops["Softmax"] == 1, "lcoa: the pattern is computed once"
+        assert ops["ArgMax"] == 1
+
+
+def test_centroids_are_frozen_initializers(tiny, graphs):
+    centroids = tiny.groups[0].attention.kmeans.centroids.numpy()
+    proto = graphs["onnx"]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    consts = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+              for n in proto.graph.node if n.op_type == "Constant" and n.attribute[0].type == onnx.AttributeProto.TENSOR}
+    values = {**inits, **consts}
+    matmul = next(n for n in proto.graph.node if n.op_type == "MatMul" and "/kmeans/" in n.name)
+    weight = values[matmul.input[1]]
+    np.testing.assert_array_equal(weight, centroids.T)
+    argmax = next(n for n in proto.graph.node if n.op_type == "ArgMax")
+    assert matmul.output[0] in argmax.input
+
+
+def test_counting_sort_form_has_no_plugin_and_plugin_form_has_one_node(graphs):
+    onnx_ops = graph_lib.op_counts(graphs["onnx"])
+    assert onnx_ops[graph_lib.PLUGIN_OP] == 0
+    assert onnx_ops["ScatterElements"] == 1 and onnx_ops["CumSum"] == 2
+
+    proto = graphs["plugin"]
+    ops = graph_lib.op_counts(proto)
+    assert ops[graph_lib.PLUGIN_OP] == 1
+    for op in graph_lib.COUNTING_SORT_OPS:
+        assert ops[op] == 0, op
+    assert graph_lib.orphan_nodes(proto) == []
+    node = next(n for n in proto.graph.node if n.op_type == graph_lib.PLUGIN_OP)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert node.domain == "lcoan"
+    assert attrs == {"plugin_version": b"1", "plugin_namespace": b"lcoan", "num_clusters": 8}
+    assert any(o.domain == "lcoan" for o in proto.opset_import)
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
+    for name in list(node.input) + list(node.output):
+        assert types[name] == onnx.TensorProto.INT32, name
+    # nothing of the counting sort survives, only the plugin and its casts
+    left = [n.op_type for n in proto.graph.node if "sort_fn/" in n.name]
+    assert sorted(left) == ["Cast", "Cast", "Cast", graph_lib.PLUGIN_OP]
+
+
+def test_lsp_mode_gets_one_plugin_per_group():
+    model = build_model("tiny", attention="lsp").eval()
+    proto = build_onnx(model, sort="plugin")
+    assert graph_lib.op_counts(proto)[graph_lib.PLUGIN_OP] == model.config.n_groups
+    assert graph_lib.orphan_nodes(proto) == []
+
+
+# --------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("sort", ["onnx", "plugin"])
+def test_both_sort_forms_match_pytorch_at_many_sizes(tiny, graphs, sort):
+    run = parity.ort_runner(graphs[sort])
+    rng = np.random.default_rng(1)
+    for h, w in SIZES:
+        x = rng.random((1, 3, h, w), dtype=np.float32)
+        ref, out = _torch(tiny, x), run(x)
+        assert out.shape == (1, 3, 2 * h, 2 * w)
+        drift, max_abs = parity.drift_psnr(out, ref), float(np.abs(out - ref).max())
+        assert parity.THRESHOLDS["fp32"].passes(drift, max_abs), (sort, h, w, drift, max_abs)
+        assert max_abs <= 1e-4, (sort, h, w, max_abs)
+
+
+def test_batch_of_two(tiny, graphs):
+    x = np.random.default_rng(2).random((2, 3, 9, 13), dtype=np.float32)
+    for proto in graphs.values():
+        np.testing.assert_allclose(parity.ort_runner(proto)(x), _torch(tiny, x), atol=1e-5)
+
+
+def test_export_writes_file_and_reloads(tiny, tmp_path):
+    path = export_onnx(tiny, tmp_path / "m.onnx", sort="plugin")
+    proto = onnx.load(str(path))
+    assert graph_lib.op_counts(proto)[graph_lib.PLUGIN_OP] == 1
+    assert next(n for n in proto.graph.node if n.op_type == graph_lib.PLUGIN_OP).domain == "lcoan"
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["lcoan_sort"] == "plugin" and meta["lcoan_scale"] == "2"
+
+
+# --------------------------------------------------------------------------- the sort alone
+class _SortOnly(torch.nn.Module):
+    def __init__(self, num_clusters: int):
+        super().__init__()
+        self.num_clusters = num_clusters
+        self.sort_fn = ClusterSortScope()
+
+    def forward(self, ids):
+        return self.sort_fn(ids, self.num_clusters)
+
+
+def _sort_graph(num_clusters: int) -> onnx.ModelProto:
+    import io
+    import warnings
+    ids = torch.zeros(2, 10, dtype=torch.int64)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_SortOnly(num_clusters), (ids,), buf, dynamo=False, opset_version=17,
+                          input_names=["ids"], output_names=["perm", "inverse"],
+                          dynamic_axes={"ids": {0: "b", 1: "n"}, "perm": {0: "b", 1: "n"},
+                                        "inverse": {0: "b", 1: "n"}})
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+@pytest.mark.parametrize("n", [1, 7, 385, 5000])
+def test_counting_sort_equals_stable_argsort_with_heavy_ties(n):
+    k = 8
+    proto = _sort_graph(k)
+    assert graph_lib.op_counts(proto)["TopK"] == 0
+    sess = ort_ops.session(proto)
+    rng = np.random.default_rng(n)
+    ids = rng.integers(-2, 4, size=(3, n)).astype(np.int64)  # 3..4 distinct values, out-of-range too
+    ids[0] = 5  # one row, all tied
+    perm, inverse = sess.run(None, {"ids": ids})
+    clamped = np.clip(ids, 0, k - 1)
+    expected = np.argsort(clamped, axis=-1, kind="stable")
+    np.testing.assert_array_equal(perm, expected)
+    np.testing.assert_array_equal(np.take_along_axis(inverse, perm, -1), np.broadcast_to(np.arange(n), ids.shape))
+    ref_perm, ref_inv = cluster_sort_reference(ids.astype(np.int32), k)
+    np.testing.assert_array_equal(perm, ref_perm)
+    np.testing.assert_array_equal(inverse, ref_inv)
+
+
+def test_plugin_graph_of_the_sort_alone_runs_the_reference():
+    proto = graph_lib.replace_counting_sort(_sort_graph(8))
+    assert graph_lib.op_counts(proto)[graph_lib.PLUGIN_OP] == 1
+    ids = np.random.default_rng(3).integers(0, 3, size=(2, 1000)).astype(np.int64)
+    perm, inverse = ort_ops.session(proto).run(None, {"ids": ids})
+    assert perm.dtype == np.int64
+    np.testing.assert_array_equal(perm, np.argsort(ids, axis=-1, kind="stable"))
+
+
+# --------------------------------------------------------------------------- fp16
+def test_fp16_drift_and_cluster_ids(tiny):
+    p32 = build_onnx(tiny, sort="onnx")
+    p16 = build_onnx(tiny, sort="onnx", dtype="fp16")
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in p16.graph.initializer)
+    assert p16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert p16.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # cluster assignment stays FP32: the centroid MatMul reads float32
+    inferred = onnx.shape_inference.infer_shapes(p16)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    types.update({i.name: i.data_type for i in p16.graph.initializer})
+    matmul = next(n for n in p16.graph.node if n.op_type == "MatMul" and "/kmeans/" in n.name)
+    assert all(types.get(name) == onnx.TensorProto.FLOAT for name in matmul.input)
+    lse = next(n for n in p16.graph.node if n.op_type == "ReduceLogSumExp")
+    assert types[lse.input[0]] == onnx.TensorProto.FLOAT
+
+    ids = graph_lib.cluster_id_tensors(p16)
+    assert ids == graph_lib.cluster_id_tensors(p32)
+    s32 = ort_ops.session(graph_lib.add_outputs(p32, ids))
+    s16 = ort_ops.session(graph_lib.add_outputs(p16, ids))
+    rng = np.random.default_rng(4)
+    differ = total = 0
+    for h, w in [(32, 32), (64, 64), (100, 75)]:
+        x = rng.random((1, 3, h, w), dtype=np.float32)
+        sr32, id32 = s32.run(None, {"lr": x})
+        sr16, id16 = s16.run(None, {"lr": x})
+        assert parity.drift_psnr(sr16, _torch(tiny, x)) >= 50.0
+        differ += int((id16 != id32).sum())
+        total += id32.size
+    assert differ / total < 0.01, differ / total
+
+
+# --------------------------------------------------------------------------- CLI errors
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, tiny):
+    path = tmp_path_factory.mktemp("w") / "tiny_x2.safetensors"
+    save_safetensors(tiny, path)
+    return path
+
+
+def test_cli_exports_and_errors_are_one_line(weights, tmp_path):
+    out = tmp_path / "m.onnx"
+    proc = _cli("export.to_onnx", "--weights", str(weights), "--out", str(out), "--sort", "plugin", "--scale", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert graph_lib.op_counts(onnx.load(str(out)))[graph_lib.PLUGIN_OP] == 1
+
+    _assert_one_line_error(_cli("export.to_onnx", "--weights", str(weights), "--scale", "3",
+                                "--out", str(tmp_path / "x.onnx")), "x2", "x3")
+    _assert_one_line_error(_cli("export.to_onnx", "--weights", str(weights), "--opset", "9",
+                                "--out", str(tmp_path / "x.onnx")), "opset 9")
+    _assert_one_line_error(_cli("export.to_onnx", "--weights", str(tmp_path / "missing.safetensors")),
+                           "no such weights file")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_parity_rejects_bad_input(weights, tmp_path):
+    onnx_path = export_onnx(build_model("tiny").eval(), tmp_path / "m.onnx")
+    images = tmp_path / "images"
+    images.mkdir()
+    np.save(images / "grey.npy", np.zeros((1, 1, 8, 8), np.float32))
+    _assert_one_line_error(_cli("export.parity", "--weights", str(weights), "--onnx", str(onnx_path),
+                                "--images", str(images)), "4-D [N, 3, H, W]", "(1, 1, 8, 8)")
+    np.save(images / "grey.npy", np.zeros((3, 8, 8), np.float32))
+    _assert_one_line_error(_cli("export.parity", "--weights", str(weights), "--onnx", str(onnx_path),
+                                "--images", str(images)), "(3, 8, 8)")
+    _assert_one_line_error(_cli("export.parity", "--weights", str(tmp_path / "nope.pt"), "--onnx",
+                                str(onnx_path), "--images", str(images)), "no such weights file")
