@@ -1,0 +1,220 @@
+"""Configure and build the CUDA kernels / TensorRT plugins with CMake.
+
+    python -m plugins.build [--arch 87 --arch 90] [--harness-only] [--build-dir DIR] [--tensorrt-root DIR]
+
+Builds into ``plugins/build/`` (git-ignored) and prints the produced libraries.
+``build()`` is the programmatic entry point used by :mod:`plugins.loader` and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PLUGINS_DIR = Path(__file__).resolve().parent
+CLUSTER_SORT_DIR = PLUGINS_DIR / "cluster_sort"
+DEFAULT_BUILD_DIR = PLUGINS_DIR / "build"
+
+HARNESS_TARGET = "lcoan_cluster_sort_harness"
+HARNESS_LIB = "liblcoan_cluster_sort_harness.so"
+PLUGIN_LIB = "liblcoan_plugins.so"
+PLUGIN_STATIC_LIB = "liblcoan_plugins_static.so"
+
+#: Same default list as plugins/CMakeLists.txt (each kept only if nvcc supports it).
+DEFAULT_CUDA_ARCHS = (87, 89, 90, 100, 120)
+
+KERNEL_SOURCES = (CLUSTER_SORT_DIR / "cluster_sort_kernel.cu", CLUSTER_SORT_DIR / "cluster_sort_kernel.cuh")
+HARNESS_SOURCES = KERNEL_SOURCES + (CLUSTER_SORT_DIR / "harness.cu", PLUGINS_DIR / "CMakeLists.txt")
+
+# Where the TensorRT headers are looked for (mirrors plugins/CMakeLists.txt).
+_TRT_SYSTEM_INCLUDE_DIRS = (
+    "/usr/include/aarch64-linux-gnu",
+    "/usr/include/x86_64-linux-gnu",
+    "/usr/include",
+    "/usr/local/TensorRT/include",
+)
+
+
+class BuildError(RuntimeError):
+    """CMake/nvcc are missing or the build failed."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    build_dir: Path
+    harness: Path | None
+    plugin: Path | None  # dynamic registration (getCreators)
+    plugin_static: Path | None  # registers itself when dlopen()ed
+
+
+def find_nvcc() -> str | None:
+    """nvcc from $CUDACXX, PATH or /usr/local/cuda/bin."""
+    env = os.environ.get("CUDACXX")
+    if env and Path(env).is_file():
+        return env
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    fallback = Path("/usr/local/cuda/bin/nvcc")
+    return str(fallback) if fallback.is_file() else None
+
+
+def nvcc_known_archs(nvcc: str) -> set[int]:
+    """Virtual architectures this nvcc accepts (``nvcc --list-gpu-arch``); empty if it cannot say."""
+    try:
+        out = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return {int(m) for m in re.findall(r"compute_(\d+)", out)}
+
+
+def default_cuda_archs(nvcc: str | None = None) -> list[int]:
+    """The default architecture list filtered by what ``nvcc`` supports."""
+    nvcc = nvcc or find_nvcc()
+    known = nvcc_known_archs(nvcc) if nvcc else set()
+    if not known:
+        return [87, 89, 90]
+    return [a for a in DEFAULT_CUDA_ARCHS if a in known]
+
+
+def gencode_flags(archs: list[int]) -> list[str]:
+    """nvcc flags equivalent to the CMake default: SASS for every arch, PTX for the lowest."""
+    flags: list[str] = []
+    for a in archs:
+        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    if archs:
+        low = min(archs)
+        flags += ["-gencode", f"arch=compute_{low},code=compute_{low}"]
+    return flags
+
+
+def _python_site_dirs() -> list[Path]:
+    import site
+    import sysconfig
+
+    dirs = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    try:
+        dirs += site.getsitepackages()
+    except AttributeError:  # pragma: no cover - some virtualenv flavours
+        pass
+    return [Path(d) for d in dict.fromkeys(dirs)]
+
+
+def find_tensorrt_include(tensorrt_root: str | os.PathLike | None = None) -> Path | None:
+    """Directory holding NvInferRuntime.h, searched like plugins/CMakeLists.txt does."""
+    candidates: list[Path] = []
+    root = tensorrt_root or os.environ.get("TENSORRT_ROOT")
+    if root:
+        candidates += [Path(root) / "include", Path(root)]
+    candidates += [Path(p) for p in _TRT_SYSTEM_INCLUDE_DIRS]
+    for site_dir in _python_site_dirs():
+        for pkg in ("tensorrt_libs", "tensorrt", "tensorrt_bindings"):
+            candidates.append(site_dir / pkg / "include")
+    for c in candidates:
+        if (c / "NvInferRuntime.h").is_file():
+            return c
+    return None
+
+
+def _run(cmd: list[str], verbose: bool) -> None:
+    if verbose:
+        print("+", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, capture_output=not verbose, text=True)
+    if proc.returncode != 0:
+        tail = ((proc.stdout or "") + (proc.stderr or ""))[-4000:]
+        raise BuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def _arch_value(arch: list[str] | list[int] | str | None) -> str | None:
+    if arch is None:
+        return None
+    if isinstance(arch, str):
+        return arch
+    return ";".join(str(a) for a in arch)
+
+
+def build(
+    arch: list[str] | list[int] | str | None = None,
+    harness_only: bool = False,
+    build_dir: str | os.PathLike | None = None,
+    tensorrt_root: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    verbose: bool = False,
+) -> BuildResult:
+    """Configure (if needed) and build; returns the paths of what exists afterwards.
+
+    ``arch`` is a CMake CUDA_ARCHITECTURES value ("87;90", [87, 90]); None keeps the cached value,
+    or the default list on a fresh build directory.
+    """
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise BuildError("cmake not found on PATH (needed to build plugins/)")
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise BuildError("nvcc not found (set CUDACXX or put the CUDA toolkit's bin/ on PATH)")
+
+    bdir = Path(build_dir) if build_dir else DEFAULT_BUILD_DIR
+    bdir.mkdir(parents=True, exist_ok=True)
+    configure = [cmake, "-S", str(PLUGINS_DIR), "-B", str(bdir), f"-DCMAKE_CUDA_COMPILER={nvcc}",
+                 f"-DLCOAN_PYTHON={sys.executable}"]
+    arch_value = _arch_value(arch)
+    if arch_value:
+        configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={arch_value}")
+    if tensorrt_root:
+        configure.append(f"-DTENSORRT_ROOT={tensorrt_root}")
+    if arch_value or tensorrt_root or not (bdir / "CMakeCache.txt").is_file():
+        _run(configure, verbose)
+
+    jobs = jobs or max(1, min(os.cpu_count() or 1, 8))
+    cmd = [cmake, "--build", str(bdir), "--parallel", str(jobs)]
+    if harness_only:
+        cmd += ["--target", HARNESS_TARGET]
+    _run(cmd, verbose)
+
+    def existing(name: str) -> Path | None:
+        p = bdir / name
+        return p if p.is_file() else None
+
+    return BuildResult(bdir, existing(HARNESS_LIB), existing(PLUGIN_LIB), existing(PLUGIN_STATIC_LIB))
+
+
+def _newest_mtime(paths) -> float:
+    return max(p.stat().st_mtime for p in paths if p.exists())
+
+
+def harness_is_stale(build_dir: str | os.PathLike | None = None) -> bool:
+    lib = (Path(build_dir) if build_dir else DEFAULT_BUILD_DIR) / HARNESS_LIB
+    return not lib.is_file() or lib.stat().st_mtime < _newest_mtime(HARNESS_SOURCES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m plugins.build", description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", action="append", help="CUDA architecture(s), e.g. 87 or 90-real (repeatable)")
+    ap.add_argument("--harness-only", action="store_true", help="build only kernels + ctypes harness (no TensorRT)")
+    ap.add_argument("--build-dir", default=None, help=f"default: {DEFAULT_BUILD_DIR}")
+    ap.add_argument("--tensorrt-root", default=None, help="TensorRT prefix (else $TENSORRT_ROOT / system paths)")
+    ap.add_argument("-j", "--jobs", type=int, default=None)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        res = build(args.arch, args.harness_only, args.build_dir, args.tensorrt_root, args.jobs, args.verbose)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"build dir:      {res.build_dir}")
+    print(f"harness:        {res.harness or '-'}")
+    if not args.harness_only:
+        note = "" if res.plugin else " (TensorRT headers not found; set --tensorrt-root / TENSORRT_ROOT)"
+        print(f"plugin:         {res.plugin or '-'}{note}")
+        print(f"plugin static:  {res.plugin_static or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
