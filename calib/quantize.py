@@ -1,0 +1,305 @@
+"""INT8 Q/DQ graphs for TensorRT from an FP32 LCoAN graph, calibrated on LR images.
+
+Only ``Conv`` is quantised (per-channel symmetric INT8 weights, per-tensor symmetric INT8
+activations, FP32 bias): the cluster assignment (the MatMul with the frozen centroids and the
+ArgMax), the attention scores, ReduceLogSumExp / Exp, the attention MatMuls and the sort never
+see a Q/DQ pair. ``QuantizeBias`` is off because TensorRT rejects the int32 bias
+DequantizeLinear that ONNX Runtime writes otherwise.
+
+Calibration tiles are what the model sees at inference: LR images (e.g. Set14 ``LR_bicubic``),
+or HR images downscaled with the MATLAB-compatible ``imresize`` (``downscale=2`` for T91),
+cropped to a fixed tile on a regular grid.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+METHODS = ("entropy", "percentile", "minmax")
+DEFAULT_METHOD = "minmax"
+DEFAULT_TILE = (64, 64)
+DEFAULT_NUM = 32
+QUANTIZED_OPS = ("Conv",)
+INPUT_NAME = "lr"
+EXTRA_OPTIONS = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True}
+
+
+class CalibrationError(ValueError):
+    """A problem with the calibration inputs; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+# --------------------------------------------------------------------------- images
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationError(f"{folder}: no such image folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise CalibrationError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def load_lr(path: Path, downscale: int | None = None) -> np.ndarray:
+    """float32 ``[3, h, w]`` in [0, 1]: the file itself, or the file bicubic-downscaled."""
+    from lcoan.data import imresize, read_image_levels
+    levels = read_image_levels(path)
+    if levels.dtype != np.uint8:
+        levels = np.clip(np.round(levels.astype(np.float64) / (65535.0 if levels.dtype == np.uint16 else 1.0) * 255),
+                         0, 255).astype(np.uint8)
+    if downscale and downscale > 1:
+        h, w = levels.shape[:2]
+        levels = levels[: h - h % downscale, : w - w % downscale]
+        levels = imresize(levels, 1.0 / downscale)
+    return (levels.astype(np.float32) / 255.0).transpose(2, 0, 1).copy()
+
+
+def _grid_crops(image: np.ndarray, tile: tuple[int, int], count: int) -> list[np.ndarray]:
+    """Up to ``count`` tiles on a regular grid spread over the image (the image itself if smaller)."""
+    _, h, w = image.shape
+    th, tw = min(tile[0], h), min(tile[1], w)
+    rows = max(1, min(h // th, int(np.ceil(np.sqrt(count)))))
+    cols = max(1, min(w // tw, int(np.ceil(count / rows))))
+    ys = np.linspace(0, h - th, rows).round().astype(int)
+    xs = np.linspace(0, w - tw, cols).round().astype(int)
+    crops = [image[:, y:y + th, x:x + tw] for y in ys for x in xs]
+    return crops[:count]
+
+
+def calibration_tiles(images: str | Path, num: int = DEFAULT_NUM, tile: Sequence[int] = DEFAULT_TILE,
+                      downscale: int | None = None) -> list[np.ndarray]:
+    """``num`` float32 ``[1, 3, th, tw]`` tiles, spread evenly over the images of ``images``."""
+    if num < 1:
+        raise CalibrationError(f"--num must be >= 1, got {num}")
+    tile = (int(tile[0]), int(tile[1]))
+    if min(tile) < 8:
+        raise CalibrationError(f"tile {tile[0]}x{tile[1]} is too small (>= 8x8)")
+    files = list_images(images)
+    per_image = [num // len(files) + (1 if i < num % len(files) else 0) for i in range(len(files))]
+    tiles = []
+    for path, count in zip(files, per_image):
+        if count == 0:
+            continue
+        image = load_lr(path, downscale)
+        tiles += [np.ascontiguousarray(c[None], dtype=np.float32) for c in _grid_crops(image, tile, count)]
+    return tiles
+
+
+def images_digest(images: str | Path, num: int, tile: Sequence[int], downscale: int | None) -> str:
+    """A hash of the calibration set (file names and contents, tile, count)."""
+    h = hashlib.sha256(json.dumps([num, list(tile), downscale]).encode())
+    for path in list_images(images):
+        h.update(path.name.encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+class TileReader:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over a list of tiles."""
+
+    def __init__(self, tiles: Sequence[np.ndarray], input_name: str = INPUT_NAME):
+        self.tiles, self.input_name, self._i = list(tiles), input_name, 0
+
+    def get_next(self):
+        if self._i >= len(self.tiles):
+            return None
+        self._i += 1
+        return {self.input_name: self.tiles[self._i - 1]}
+
+    def rewind(self):
+        self._i = 0
+
+    def __len__(self):
+        return len(self.tiles)
+
+    def __iter__(self):
+        self.rewind()
+        return iter(lambda: self.get_next(), None)
+
+    def set_range(self, start_index: int, end_index: int):  # for CalibStridedMinMax
+        self.tiles = self.tiles[start_index:end_index]
+        self._i = 0
+
+
+# --------------------------------------------------------------------------- graph helpers
+def has_plugin(proto: onnx.ModelProto) -> bool:
+    from export.graph import PLUGIN_OP
+    return any(n.op_type == PLUGIN_OP for n in proto.graph.node)
+
+
+def is_qdq(proto: onnx.ModelProto) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
+
+
+def quantizable_nodes(proto: onnx.ModelProto, ops: Iterable[str] = QUANTIZED_OPS) -> list[str]:
+    ops = set(ops)
+    return [n.name for n in proto.graph.node if n.op_type in ops]
+
+
+def kept_out_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Nodes that must stay floating point: cluster assignment, attention, sort (documentation)."""
+    keep = []
+    for n in proto.graph.node:
+        if "/kmeans/" in n.name or "sort_fn/" in n.name or n.op_type in (
+                "ArgMax", "MatMul", "ReduceLogSumExp", "Softmax", "Exp", "LCoAClusterSort"):
+            keep.append(n.name)
+    return keep
+
+
+@contextlib.contextmanager
+def _plugin_sessions():
+    """Let ONNX Runtime's calibrator run graphs with the ``LCoAClusterSort`` node.
+
+    The calibrator builds its own ``InferenceSession`` from plain ``SessionOptions``; inside this
+    block those options register onnxruntime-extensions, whose ``ai.onnx.contrib`` domain carries
+    the CPU op of ``export.ort_ops`` (the graph's plugin nodes are moved to that domain for the
+    duration and moved back afterwards).
+    """
+    import onnxruntime
+    from onnxruntime.quantization import calibrate
+    from onnxruntime_extensions import get_library_path
+
+    from export import ort_ops
+    ort_ops.register()
+    real = onnxruntime.SessionOptions
+
+    class _Options(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.register_custom_ops_library(get_library_path())
+
+    class _Proxy:
+        def __getattr__(self, name):
+            return _Options if name == "SessionOptions" else getattr(onnxruntime, name)
+
+    saved = calibrate.onnxruntime
+    calibrate.onnxruntime = _Proxy()
+    try:
+        yield
+    finally:
+        calibrate.onnxruntime = saved
+
+
+def _to_trt_domain(proto: onnx.ModelProto) -> onnx.ModelProto:
+    from export.graph import PLUGIN_DOMAIN, PLUGIN_OP
+    from export.ort_ops import CONTRIB_DOMAIN
+    for node in proto.graph.node:
+        if node.op_type == PLUGIN_OP and node.domain == CONTRIB_DOMAIN:
+            node.domain = PLUGIN_DOMAIN
+    kept = [o for o in proto.opset_import if o.domain != CONTRIB_DOMAIN]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    if not any(o.domain == PLUGIN_DOMAIN for o in kept):
+        proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return proto
+
+
+# --------------------------------------------------------------------------- quantisation
+@dataclass
+class QuantizeResult:
+    path: Path
+    method: str
+    tiles: int
+    tile: tuple[int, int]
+    quantized: list[str]
+    excluded: list[str]
+    calibrate_s: float
+    metadata: dict = field(default_factory=dict)
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+    table = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+             "minmax": CalibrationMethod.MinMax}
+    if name not in table:
+        raise CalibrationError(f"unknown calibration method {name!r}; choose one of {', '.join(METHODS)}")
+    return table[name]
+
+
+def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str | Path | None = None, *,
+             method: str = DEFAULT_METHOD, num: int = DEFAULT_NUM, tile: Sequence[int] = DEFAULT_TILE,
+             downscale: int | None = None, exclude: Iterable[str] = (),
+             tiles: Sequence[np.ndarray] | None = None, cache: str | Path | None = None) -> QuantizeResult:
+    """Write a Q/DQ INT8 graph of ``onnx_in`` to ``out``.
+
+    ``images``: a folder of LR images (or HR images with ``downscale``); ``tiles``: ready tiles
+    instead. ``exclude``: Conv node names to keep in floating point. ``cache``: a calibration
+    cache file (tensor ranges); with it, re-quantising with other exclusions skips calibration.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    proto = onnx_in if isinstance(onnx_in, onnx.ModelProto) else onnx.load(str(onnx_in))
+    if is_qdq(proto):
+        raise CalibrationError("the input graph already has QuantizeLinear/DequantizeLinear nodes")
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+        raise CalibrationError("the input graph is FP16; calibrate the FP32 graph (export --dtype fp32)")
+    exclude = list(exclude)
+    unknown = sorted(set(exclude) - {n.name for n in proto.graph.node})
+    if unknown:
+        raise CalibrationError(f"no node named {unknown[0]!r} to exclude")
+    if tiles is None:
+        if images is None and not (cache and Path(cache).is_file()):
+            raise CalibrationError("pass calibration images (--images DIR)")
+        tiles = calibration_tiles(images, num, tile, downscale) if images is not None else []
+    reader = TileReader(tiles) if tiles else None
+    plugin = has_plugin(proto)
+    if plugin:
+        from export.ort_ops import for_ort
+        proto = for_ort(proto)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lcoan-calib-") as tmp, \
+            (_plugin_sessions() if plugin else contextlib.nullcontext()):
+        src = Path(tmp) / "fp32.onnx"
+        onnx.save_model(proto, str(src))
+        quantize_static(
+            str(src), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=_method(method), op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_exclude=exclude, extra_options=dict(EXTRA_OPTIONS),
+            calibration_cache_path=str(cache) if cache else None)
+    elapsed = time.perf_counter() - t0
+    result = onnx.load(str(out))
+    if plugin:
+        result = _to_trt_domain(result)
+    quantized = [n for n in quantizable_nodes(proto) if n not in exclude]
+    shapes = sorted({tuple(t.shape[2:]) for t in tiles}) if tiles else []
+    meta = {p.key: p.value for p in proto.metadata_props}
+    meta.update({
+        "lcoan_dtype": "int8",
+        "lcoan_calib": json.dumps({"method": method, "tiles": len(tiles) if tiles else 0,
+                                   "tile_shapes": [list(s) for s in shapes], "quantized_ops": list(QUANTIZED_OPS),
+                                   "excluded": exclude, "downscale": downscale}),
+    })
+    del result.metadata_props[:]
+    for key, value in meta.items():
+        result.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(result)
+    onnx.save_model(result, str(out))
+    return QuantizeResult(out, method, len(tiles) if tiles else 0, tuple(tile), quantized, exclude, elapsed, meta)
+
+
+def qdq_counts(proto: onnx.ModelProto) -> dict[str, int]:
+    from collections import Counter
+    c = Counter(n.op_type for n in proto.graph.node)
+    return {"QuantizeLinear": c["QuantizeLinear"], "DequantizeLinear": c["DequantizeLinear"],
+            "Conv": c["Conv"]}
+
+
+def quantized_consumers(proto: onnx.ModelProto) -> list[str]:
+    """Nodes that read a DequantizeLinear output (which ops actually run in INT8)."""
+    dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in proto.graph.node if n.op_type != "QuantizeLinear" and any(i in dq for i in n.input)]
