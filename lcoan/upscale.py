@@ -1,0 +1,254 @@
+"""Upscale image files with an LCoAN model.
+
+    python -m lcoan.upscale photo.jpg scans/ -o out/              # bundled x2 weights
+    python -m lcoan.upscale big.png -o out/ --tile 256 --tile-overlap 32 --device cuda
+    python -m lcoan.upscale img.png -o out/ --weights W.safetensors --scale 4
+
+Inputs are files and folders; a folder contributes the image files directly inside it
+(``.png .bmp .jpg .jpeg .tif .tiff .webp .ppm .pgm``, sorted by name; **not recursive**). Each
+``<stem>.<ext>`` is written as ``OUT/<stem>_x{s}.<ext>`` (same format as the input).
+
+* EXIF orientation is applied when reading (:func:`lcoan.data.imageio.read_image_with_alpha`), and
+  the output is stored upright without an orientation tag.
+* Greyscale inputs are run as three equal channels; the output is the channel mean, written as
+  greyscale.
+* Alpha is not given to the model: it is upscaled separately with bicubic
+  (:func:`lcoan.data.resize.imresize`, clipped to ``[0, 1]``) and re-attached.
+* 16-bit PNG inputs give 16-bit PNG outputs. Other formats are written with 8 bits.
+* A file that cannot be read or written is reported on one line (naming it) and skipped; the others
+  are still written and the exit status is 1 at the end. An output path that would overwrite one
+  of the inputs, or another output of the same run, counts as such an error for that file.
+  Outputs are written atomically (temporary file, then rename).
+* Exit status 2 (one line, no traceback) for unusable arguments: missing or wrong-scale weights,
+  no input images at all, an unavailable device.
+
+Tiling (``--tile T --tile-overlap O``, :func:`lcoan.tiling.tiled_forward`) bounds memory: each
+``T x T`` LR core is run with ``O`` pixels of context and only the core is kept, so there are no
+seams. For a purely convolutional model (``attention="none"``) the result equals whole-image
+inference (max abs difference <= 1e-4) when ``O`` is at least the receptive-field radius (29
+LR pixels for the ``edge`` preset, 13 for ``tiny``; the default overlap is 32). LCoAN's collaborative attention is
+non-local: every pixel attends to pixels of its cluster anywhere in the input, so a tile sees a
+different set of candidates than the whole image and the tiled output is only close to the
+whole-image output. ``python -m benchmarks.tiling_memory`` measures this difference and the memory
+saved.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alpha, write_image
+from .data.resize import imresize
+from .tiling import tiled_forward
+
+__all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
+           "DEFAULT_OVERLAP"]
+
+PathLike = Union[str, os.PathLike]
+DEFAULT_OVERLAP = 32
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _model_scale(model: torch.nn.Module) -> int:
+    scale = getattr(model, "scale", None)
+    if scale is None:
+        raise ValueError("the model has no 'scale' attribute")
+    return int(scale)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def upscale_array(model: torch.nn.Module, rgb: np.ndarray, alpha: Optional[np.ndarray] = None,
+                  tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
+                  device: Optional[Union[str, torch.device]] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``rgb`` float ``HxWx3`` in [0, 1] (and optional ``alpha`` ``HxW``) -> upscaled, clipped to [0, 1].
+
+    The model runs on ``device`` (default: where its parameters are); the result is assembled on
+    the CPU. Alpha is upscaled with MATLAB bicubic and clipped. The model must be in eval mode.
+    """
+    scale = _model_scale(model)
+    device = torch.device(device) if device is not None else _model_device(model)
+    lr = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
+    sr = tiled_forward(model, lr, scale, tile=tile, overlap=overlap, out_device=torch.device("cpu"))
+    out = sr[0].float().clamp_(0, 1).permute(1, 2, 0).numpy()
+    up_alpha = None
+    if alpha is not None:
+        h, w = alpha.shape[:2]
+        up_alpha = np.clip(imresize(alpha.astype(np.float64), size=(h * scale, w * scale)), 0.0, 1.0)
+        up_alpha = up_alpha.astype(np.float32)
+    return out, up_alpha
+
+
+def source_info(path: PathLike) -> Tuple[int, bool]:
+    """``(bit depth 8 or 16, is greyscale)`` of an image file, from its header only."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            mode, fmt = im.mode, im.format
+    except Exception as exc:  # reported properly by the decoder afterwards
+        raise ImageReadError(path, f"not a recognised image format ({type(exc).__name__})") from None
+    bits = 16 if mode.startswith("I") else 8
+    if fmt == "PNG":
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+        if head[:8] == _PNG_SIGNATURE and len(head) >= 26 and head[24] == 16:
+            bits = 16  # Pillow opens 16-bit RGB(A) PNGs as 8-bit modes
+    return bits, mode in _GREY_MODES  # palette images count as colour
+
+
+def output_path(src: PathLike, out_dir: PathLike, scale: int) -> Path:
+    """``OUT/<stem>_x{scale}<suffix>``."""
+    src = Path(src)
+    return Path(out_dir) / f"{src.stem}_x{scale}{src.suffix}"
+
+
+def upscale_file(model: torch.nn.Module, src: PathLike, dst: PathLike, tile: Optional[int] = None,
+                 overlap: int = DEFAULT_OVERLAP, device: Optional[Union[str, torch.device]] = None) -> Path:
+    """Read ``src``, upscale it, write ``dst`` (atomically); returns ``dst``.
+
+    16-bit PNG in and ``dst`` a ``.png``: 16-bit out; greyscale in: greyscale out; alpha kept.
+    Raises :class:`ImageReadError` for unreadable input and ``ValueError`` if ``dst`` is ``src``.
+    """
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise ValueError(f"refusing to overwrite the input '{src}'")
+    rgb, alpha = read_image_with_alpha(src)
+    bits, grey = source_info(src)
+    out, up_alpha = upscale_array(model, rgb, alpha, tile=tile, overlap=overlap, device=device)
+    channels = [out.mean(axis=2, keepdims=True)] if grey else [out]
+    if up_alpha is not None:
+        channels.append(up_alpha[:, :, None])
+    array = np.concatenate(channels, axis=2) if len(channels) > 1 else channels[0]
+    if bits == 16 and dst.suffix.lower() != ".png":
+        bits = 8
+    if dst.suffix.lower() in (".jpg", ".jpeg") and array.shape[2] in (2, 4):
+        array = array[:, :, :-1]  # JPEG has no alpha
+    return write_image(dst, array, bits=bits)
+
+
+def collect_inputs(inputs: Sequence[PathLike]) -> Tuple[List[Path], List[Tuple[Path, str]]]:
+    """Expand files and folders (non-recursive) -> (image files, [(path, problem)] for bad entries)."""
+    files: List[Path] = []
+    problems: List[Tuple[Path, str]] = []
+    exts = {e.lower() for e in IMAGE_EXTENSIONS}
+    for entry in map(Path, inputs):
+        if entry.is_dir():
+            found = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in exts)
+            if not found:
+                problems.append((entry, "folder contains no image files"))
+            files.extend(found)
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            problems.append((entry, "no such file or folder"))
+    return files, problems
+
+
+def _plan(files: List[Path], out_dir: Path, scale: int):
+    """Pairs (src, dst) and problems for outputs that would hit an input or another output."""
+    inputs = {p.resolve() for p in files}
+    planned: dict = {}
+    jobs, problems = [], []
+    for src in files:
+        dst = output_path(src, out_dir, scale)
+        key = dst.resolve()
+        if key in inputs:
+            problems.append((src, f"output '{dst}' would overwrite an input file; skipped"))
+        elif key in planned:
+            problems.append((src, f"output '{dst}' is also the output of '{planned[key]}'; skipped"))
+        else:
+            planned[key] = src
+            jobs.append((src, dst))
+    return jobs, problems
+
+
+# --------------------------------------------------------------------------- CLI
+def _fail(message: str) -> int:
+    print(f"lcoan.upscale: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lcoan.upscale",
+        description="Upscale images with LCoAN. Folders are read non-recursively; "
+                    "outputs are OUT/<stem>_x<s>.<ext>.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4),
+                        help="upscaling factor (default: that of --weights, else 2)")
+    parser.add_argument("--tile", type=int, help="tiled inference with tiles of this many LR pixels")
+    parser.add_argument("--tile-overlap", type=int, default=DEFAULT_OVERLAP,
+                        help=f"context around each tile in LR pixels (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from . import CheckpointError, default_weights, load_model
+
+    if args.tile is not None and args.tile <= 0:
+        return _fail(f"--tile must be positive, got {args.tile}")
+    if args.tile_overlap < 0:
+        return _fail(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        return _fail(f"invalid --device {args.device!r} ({exc})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return _fail("--device cuda requested but CUDA is not available")
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        return _fail(f"output '{out_dir}' exists and is not a folder")
+
+    files, problems = collect_inputs(args.inputs)
+    if not files:
+        detail = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
+        return _fail("no input images" + detail)
+    try:
+        weights = Path(args.weights) if args.weights else default_weights(args.scale or 2)
+        model = load_model(weights, scale=args.scale).to(device)
+    except CheckpointError as exc:
+        return _fail(str(exc))
+    scale = model.scale
+    jobs, clashes = _plan(files, out_dir, scale)
+    problems += clashes
+    for path, problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+
+    failed = len(problems)
+    bar = tqdm(jobs, unit="img", disable=args.no_progress, file=sys.stderr)
+    for src, dst in bar:
+        bar.set_postfix_str(src.name, refresh=False)
+        try:
+            upscale_file(model, src, dst, tile=args.tile, overlap=args.tile_overlap, device=device)
+        except ImageReadError as exc:
+            failed += 1
+            tqdm.write(f"{src}: skipped: {exc.reason}", file=sys.stderr)
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:  # write errors, out of memory, ...
+            failed += 1
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            tqdm.write(f"{src}: skipped: {message[:300]}", file=sys.stderr)
+    bar.close()
+    done = len(jobs) - (failed - len(problems))
+    print(f"wrote {done} image(s) to {out_dir}" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
