@@ -1,0 +1,170 @@
+"""python -m app INPUT [-o OUTPUT] [--backend tensorrt|onnxruntime|torch|bicubic] [--model M]
+[--scale S] [--tile T] [--batch N] [--realtime] [--preview DIR --preview-every N] [--json F]
+
+Upscale a video file, a folder/glob/sequence of images, a camera (``camera:0``) or a synthetic
+stream (``synthetic:N[xWxH]``, or ``--synthetic N``) through any backend, with a live progress
+bar (fps, per-stage latency, queue depths) and a JSON summary at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
+from .io import VIDEO_SUFFIXES, SinkError, SourceError, open_sink, open_source
+from .pipeline import STAGES, Pipeline, PipelineConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("input", nargs="?", help="video file, image folder, glob, pattern (frames_%%04d.png), "
+                   "camera:N or synthetic:N[xWxH]")
+    p.add_argument("-o", "--output", help="video file (.mp4/.mkv/.mov/.avi/.webm), image folder, or 'null' "
+                   "(default: <input>_x<scale>.mp4 or <folder>_x<scale>/; nothing for cameras/synthetic)")
+    p.add_argument("--backend", choices=BACKENDS, help="default: from --model's type; torch without --model")
+    p.add_argument("--model", help="F.engine | F.onnx | W.safetensors | random:PRESET (default: bundled weights)")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default: the model's)")
+    p.add_argument("--tile", type=int, help="run frames in tiles of T LR pixels (lcoan.tiling)")
+    p.add_argument("--overlap", type=int, default=16, help="tile context in LR pixels (default 16)")
+    p.add_argument("--batch", type=int, default=1, help="frames of the same size per inference call")
+    p.add_argument("--realtime", action="store_true", help="follow the source clock; drop (and count) frames "
+                   "the pipeline cannot keep up with")
+    p.add_argument("--fps", type=float, default=30.0, help="clock for image inputs in --realtime mode and "
+                   "frame rate of video made from images (default 30)")
+    p.add_argument("--preview", metavar="DIR", help="write bicubic | model side-by-side crops here")
+    p.add_argument("--preview-every", type=int, default=30, metavar="N", help="one preview every N frames")
+    p.add_argument("--json", metavar="FILE", help="write the run summary as JSON")
+    p.add_argument("--device", help="cpu | cuda | cuda:N (default: CUDA when available)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="torch backend precision")
+    p.add_argument("--threads", type=int, help="CPU threads for torch/onnxruntime")
+    p.add_argument("--queue-size", type=int, default=4, help="items per queue between stages")
+    p.add_argument("--codec", help="video encoder (default: libx264 if available, else mpeg4)")
+    p.add_argument("--crf", type=int, help="x264 quality (default 18)")
+    p.add_argument("--synthetic", type=int, metavar="N", help="N random 16x16 frames instead of INPUT (soak test)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--simulate-latency-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    return p
+
+
+def default_output(spec: str, scale: int) -> Optional[str]:
+    if spec.startswith(("camera:", "synthetic:")):
+        return None
+    path = Path(spec.rstrip("/"))
+    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES + (".mpg", ".mpeg", ".flv", ".wmv"):
+        return str(path.with_name(f"{path.stem}_x{scale}.mp4"))
+    if path.is_dir():
+        return str(path.with_name(f"{path.name}_x{scale}"))
+    if path.is_file():  # a single image or an unknown video suffix
+        return str(path.with_name(f"{path.stem}_x{scale}.mp4"))
+    return str(path.parent.with_name(f"{path.parent.name or 'frames'}_x{scale}"))
+
+
+class _Progress:
+    """tqdm bar updated from the pipeline's run loop: fps, per-stage mean latency, queue depths."""
+
+    def __init__(self, total: Optional[int], enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, pipe: Pipeline) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(pipe.frames_out - self.bar.n)
+        lat = "/".join(f"{pipe.latency[s].mean * 1e3:.1f}" if pipe.latency[s].count else "-" for s in STAGES)
+        depths = "/".join(str(v) for v in pipe.depths().values())
+        post = {"lat_ms(dec/pre/inf/post/enc)": lat, "q": depths}
+        if pipe.dropped:
+            post["drop"] = pipe.dropped
+        self.bar.set_postfix(post, refresh=False)
+
+    def close(self, pipe: Pipeline) -> None:
+        if self.bar is not None:
+            self(pipe)
+            self.bar.close()
+
+
+def print_summary(s: dict, stream=sys.stderr) -> None:
+    lat = s["latency_ms"]
+    parts = ", ".join(f"{k} {lat[k]['mean']:.1f}/{lat[k]['p50']:.1f}/{lat[k]['p99']:.1f}"
+                      for k in STAGES + ("e2e",) if lat[k]["count"])
+    print(f"{s['frames_out']}/{s['frames_in']} frames out/in, {s['dropped']} dropped, {s['corrupt']} corrupt, "
+          f"{s['fps']:.2f} fps, {s['backend']} {s['precision']} on {s['device']}; "
+          f"latency ms mean/p50/p99: {parts}; RSS {s['rss_mb']['start']:.0f} -> {s['rss_mb']['end']:.0f} MiB",
+          file=stream)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    spec = f"synthetic:{args.synthetic}" if args.synthetic else args.input
+    if not spec:
+        parser.error("give INPUT (or --synthetic N)")
+    if args.batch < 1 or (args.tile is not None and args.tile < 1) or args.preview_every < 1:
+        parser.error("--batch, --tile and --preview-every must be positive")
+    try:
+        backend = load_backend(args.backend, args.model, scale=args.scale, precision=args.precision,
+                               device=args.device, threads=args.threads)
+        if args.scale and backend.scale != args.scale:
+            raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
+        if args.simulate_latency_ms > 0:
+            backend = SlowedBackend(backend, args.simulate_latency_ms / 1e3)
+        source = open_source(spec)
+        if source.fps is None:
+            from fractions import Fraction
+            source.fps = Fraction(args.fps).limit_denominator(1001)
+            source.time_base = 1 / source.fps
+        output = args.output if args.output is not None else default_output(spec, backend.scale)
+        sink = open_sink(output, source, codec=args.codec, crf=args.crf)
+    except (BackendUnavailable, SourceError, SinkError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    config = PipelineConfig(batch=args.batch, tile=args.tile, overlap=args.overlap, realtime=args.realtime,
+                            fps=args.fps, queue_size=args.queue_size, preview_dir=args.preview,
+                            preview_every=args.preview_every if args.preview else 0)
+    pipe = Pipeline(source, backend, sink, config)
+    progress = _Progress(source.total, enabled=not args.quiet)
+
+    def on_sigint(signum, frame):
+        again = pipe.interrupted
+        pipe.stop()
+        print("\ninterrupted: " + ("discarding frames in flight, closing the output" if again else
+              "finishing frames in flight and closing the output (Ctrl-C again to discard them)"),
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    try:
+        summary = pipe.run(on_tick=progress)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        progress.close(pipe)
+        backend.close()
+    summary.update({"input": spec, "output": output, "model": args.model or "bundled weights"})
+    if not args.quiet:
+        print_summary(summary)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    if summary["error"]:
+        print(f"error: {summary['error']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if summary["interrupted"] else EXIT_OK
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""decode -> pre-process -> infer -> post-process -> encode, one thread per stage, joined by
+bounded queues (``queue_size`` items each), so memory stays flat however long the input is.
+
+* Batching: the pre-process stage groups up to ``batch`` consecutive frames of the same size
+  (a size change closes the batch); offline it waits for a full batch, in real-time mode it
+  takes what is queued.
+* Tiling: ``tile`` (LR pixels, :func:`lcoan.tiling.tiled_forward`) runs large frames tile by
+  tile; a backend with a fixed engine profile (``max_hw``) is tiled automatically when a frame
+  exceeds it, and batches are split to ``max_batch``.
+* Real-time mode (``realtime=True``): the decoder follows the source clock (frame time stamps,
+  or ``fps`` for images) and drops a frame whenever the next queue is full, i.e. whenever the
+  rest of the pipeline cannot keep up; every drop is counted. Offline (default) nothing is
+  dropped: frames out == frames in.
+* Stop: :meth:`Pipeline.stop` (first Ctrl-C) stops reading and lets the frames in flight finish,
+  so the sink is flushed and closed normally; a second call also discards frames in flight.
+* Statistics: per-stage latency histograms of fixed size (mean, p50, p99 without keeping one
+  number per frame), queue depths, RSS at start and end.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .io import Frame, Passthrough
+from .preview import write_preview
+
+__all__ = ["PipelineConfig", "Pipeline", "LatencyHistogram", "rss_mb", "STAGES"]
+
+STAGES = ("decode", "pre", "infer", "post", "encode")
+_END = object()
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MiB."""
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class LatencyHistogram:
+    """Latencies in a fixed log-spaced histogram (2 % bins from 1 us to 1000 s): constant memory."""
+    LO, RATIO = 1e-6, 1.02
+    BINS = int(math.log(1e9) / math.log(1.02)) + 2
+
+    def __init__(self):
+        self.counts = np.zeros(self.BINS, dtype=np.int64)
+        self.count, self.total, self.max = 0, 0.0, 0.0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float, n: int = 1) -> None:
+        seconds = max(seconds, 0.0)
+        b = 0 if seconds <= self.LO else min(self.BINS - 1, int(math.log(seconds / self.LO) / math.log(self.RATIO)) + 1)
+        with self._lock:
+            self.counts[b] += n
+            self.count += n
+            self.total += seconds * n
+            self.max = max(self.max, seconds)
+
+    def quantile(self, q: float) -> float:
+        if self.count == 0:
+            return float("nan")
+        cum = np.cumsum(self.counts)
+        b = int(np.searchsorted(cum, q * self.count, side="left"))
+        if b == 0:
+            return self.LO
+        # geometric middle of the bin, never above the largest value seen
+        return min(self.LO * self.RATIO ** (b - 0.5), self.max)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+    def summary_ms(self) -> dict:
+        def ms(v):
+            return None if v != v else round(v * 1e3, 3)
+        return {"mean": ms(self.mean), "p50": ms(self.quantile(0.5)), "p99": ms(self.quantile(0.99)),
+                "max": ms(self.max if self.count else float("nan")), "count": self.count}
+
+
+@dataclass
+class PipelineConfig:
+    batch: int = 1
+    tile: Optional[int] = None        # LR tile size (None: whole frames unless the backend needs tiles)
+    overlap: int = 16
+    realtime: bool = False
+    fps: float = 30.0                 # source clock for inputs without time stamps (images)
+    queue_size: int = 4
+    preview_dir: Optional[str] = None
+    preview_every: int = 0
+    preview_crop: int = 64            # LR pixels of the preview crop
+    progress: bool = True
+
+
+class _Batch:
+    __slots__ = ("frames", "array")
+
+    def __init__(self, frames: list, array: np.ndarray):
+        self.frames, self.array = frames, array
+
+
+class Pipeline:
+    def __init__(self, source, backend, sink, config: Optional[PipelineConfig] = None):
+        self.source, self.backend, self.sink = source, backend, sink
+        self.cfg = config or PipelineConfig()
+        if self.cfg.batch < 1:
+            raise ValueError("batch must be >= 1")
+        n = max(1, self.cfg.queue_size)
+        self.queues = {name: queue.Queue(maxsize=n) for name in ("pre", "infer", "post", "encode")}
+        self.latency = {name: LatencyHistogram() for name in STAGES + ("e2e",)}
+        self.queue_max = {name: 0 for name in self.queues}
+        self.frames_in = self.frames_out = self.dropped = self.discarded = 0
+        self._count_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._failed = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.error_stage: Optional[str] = None
+        self.previews = 0
+        self.interrupted = False
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """First call: stop reading, finish frames in flight. Second call: discard them too."""
+        self.interrupted = True
+        if self._stopping.is_set():
+            self._abort.set()
+        self._stopping.set()
+        self.source.stop()
+
+    def _put(self, name: str, item) -> bool:
+        q = self.queues[name]
+        while not self._failed.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                self.queue_max[name] = max(self.queue_max[name], q.qsize())
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, name: str):
+        q = self.queues[name]
+        while not self._failed.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        if self.error is None:
+            self.error, self.error_stage = exc, stage
+        self._failed.set()
+        self.source.stop()
+
+    # ------------------------------------------------------------------ stages
+    def _decode(self) -> None:
+        cfg, src = self.cfg, self.source
+        clock0 = None
+        t0 = None
+        try:
+            it = iter(src)
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                if isinstance(item, Passthrough):
+                    if not self._put("pre", item):
+                        return
+                    continue
+                self.latency["decode"].add(time.perf_counter() - t)
+                with self._count_lock:
+                    self.frames_in += 1
+                if cfg.realtime:
+                    stamp = (float(item.pts * item.time_base) if item.pts is not None and item.time_base
+                             else item.index / cfg.fps)
+                    if clock0 is None:
+                        clock0, t0 = stamp, time.perf_counter()
+                    if not src.live:  # a file plays at its own clock; a camera already does
+                        wait = t0 + (stamp - clock0) - time.perf_counter()
+                        if wait > 0:
+                            time.sleep(wait)
+                    item.t_source = time.perf_counter()
+                    try:
+                        self.queues["pre"].put_nowait(item)
+                        self.queue_max["pre"] = max(self.queue_max["pre"], self.queues["pre"].qsize())
+                    except queue.Full:
+                        with self._count_lock:
+                            self.dropped += 1
+                else:
+                    item.t_source = time.perf_counter()
+                    if not self._put("pre", item):
+                        return
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._fail("decode", exc)
+        finally:
+            self._put("pre", _END)
+
+    def _preprocess(self) -> None:
+        cfg = self.cfg
+        try:
+            pending = None
+            done = False
+            while not done:
+                item = pending if pending is not None else self._get("pre")
+                pending = None
+                if item is _END:
+                    break
+                if isinstance(item, Passthrough):
+                    self._put("infer", item)
+                    continue
+                frames = [item]
+                while len(frames) < cfg.batch:
+                    if cfg.realtime:
+                        try:
+                            nxt = self.queues["pre"].get_nowait()
+                        except queue.Empty:
+                            break
+                    else:
+                        nxt = self._get("pre")
+                    if nxt is _END:
+                        done = True
+                        break
+                    if isinstance(nxt, Passthrough):
+                        self._put("infer", nxt)
+                        continue
+                    if nxt.image.shape != item.image.shape:
+                        pending = nxt
+                        break
+                    frames.append(nxt)
+                t = time.perf_counter()
+                array = np.empty((len(frames), 3) + frames[0].image.shape[:2], dtype=np.float32)
+                for i, f in enumerate(frames):
+                    np.multiply(f.image.transpose(2, 0, 1), 1.0 / 255.0, out=array[i], casting="unsafe")
+                    if self._wants_preview(f):
+                        f.lr = f.image
+                    f.image = None
+                self.latency["pre"].add((time.perf_counter() - t) / len(frames), len(frames))
+                if not self._put("infer", _Batch(frames, array)):
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("pre", exc)
+        finally:
+            self._put("infer", _END)
+
+    def _run_backend(self, x: np.ndarray) -> np.ndarray:
+        be, cfg = self.backend, self.cfg
+        h, w = x.shape[-2:]
+        tile = cfg.tile
+        max_hw = getattr(be, "max_hw", None)
+        if max_hw is not None and (h > max_hw[0] or w > max_hw[1]):
+            fit = min(max_hw) - 2 * cfg.overlap
+            if fit < 8:
+                raise RuntimeError(f"engine profile max {max_hw} is too small for tiles with overlap {cfg.overlap}")
+            tile = min(tile, fit) if tile else fit
+        max_batch = getattr(be, "max_batch", None) or x.shape[0]
+        if max_batch < x.shape[0]:
+            return np.concatenate([self._run_backend(x[i:i + max_batch]) for i in range(0, x.shape[0], max_batch)])
+        if not tile or (tile >= h and tile >= w):
+            return be.infer(np.ascontiguousarray(x))
+        import torch
+        from lcoan.tiling import tiled_forward
+
+        def fn(t):
+            return torch.from_numpy(be.infer(np.ascontiguousarray(t.numpy())))
+        return tiled_forward(fn, torch.from_numpy(x), be.scale, tile=tile, overlap=cfg.overlap).numpy()
+
+    def _infer(self) -> None:
+        try:
+            while True:
+                item = self._get("infer")
+                if item is _END:
+                    break
+                if isinstance(item, Passthrough):
+                    self._put("post", item)
+                    continue
+                if self._abort.is_set():
+                    with self._count_lock:
+                        self.discarded += len(item.frames)
+                    continue
+                t = time.perf_counter()
+                out = self._run_backend(item.array)
+                dt = time.perf_counter() - t
+                self.latency["infer"].add(dt, len(item.frames))
+                item.array = out
+                if not self._put("post", item):
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("infer", exc)
+        finally:
+            self._put("post", _END)
+
+    def _wants_preview(self, frame: Frame) -> bool:
+        return bool(self.cfg.preview_dir and self.cfg.preview_every and frame.index % self.cfg.preview_every == 0)
+
+    def _preview(self, frame: Frame, sr: np.ndarray) -> None:
+        write_preview(self.cfg.preview_dir, frame.index, frame.lr, sr, self.backend.scale, self.cfg.preview_crop)
+        self.previews += 1
+
+    def _postprocess(self) -> None:
+        try:
+            while True:
+                item = self._get("post")
+                if item is _END:
+                    break
+                if isinstance(item, Passthrough):
+                    self._put("encode", item)
+                    continue
+                t = time.perf_counter()
+                out = item.array
+                n = len(item.frames)
+                for i, f in enumerate(item.frames):
+                    img = np.clip(out[i], 0.0, 1.0).transpose(1, 2, 0) * 255.0
+                    f.image = np.ascontiguousarray((img + 0.5).astype(np.uint8))
+                    if f.lr is not None:
+                        self._preview(f, f.image)
+                        f.lr = None
+                self.latency["post"].add((time.perf_counter() - t) / n, n)
+                item.array = None
+                for f in item.frames:
+                    if not self._put("encode", f):
+                        return
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("post", exc)
+        finally:
+            self._put("encode", _END)
+
+    def _encode(self) -> None:
+        try:
+            while True:
+                item = self._get("encode")
+                if item is _END:
+                    break
+                if isinstance(item, Passthrough):
+                    self.sink.write_passthrough(item)
+                    continue
+                t = time.perf_counter()
+                self.sink.write(item)
+                now = time.perf_counter()
+                self.latency["encode"].add(now - t)
+                self.latency["e2e"].add(now - item.t_source)
+                with self._count_lock:
+                    self.frames_out += 1
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("encode", exc)
+
+    # ------------------------------------------------------------------ run
+    def depths(self) -> dict:
+        return {name: q.qsize() for name, q in self.queues.items()}
+
+    def run(self, on_tick=None, tick_s: float = 0.25) -> dict:
+        """Run to the end (or until :meth:`stop`); returns the summary dict. ``on_tick(self)`` is
+        called from this thread about every ``tick_s`` seconds (progress display)."""
+        self.rss_start = rss_mb()
+        self.t_start = time.perf_counter()
+        threads = [threading.Thread(target=fn, name=f"app-{name}", daemon=True)
+                   for name, fn in zip(STAGES, (self._decode, self._preprocess, self._infer,
+                                                 self._postprocess, self._encode))]
+        for th in threads:
+            th.start()
+        try:
+            while threads[-1].is_alive():
+                threads[-1].join(tick_s)
+                if on_tick is not None:
+                    on_tick(self)
+        finally:
+            for th in threads:
+                th.join(5.0)
+            self.t_end = time.perf_counter()
+            try:
+                self.sink.close()
+            except BaseException as exc:  # noqa: BLE001
+                if self.error is None:
+                    self.error, self.error_stage = exc, "close"
+            self.source.close()
+        self.rss_end = rss_mb()
+        return self.summary()
+
+    def summary(self) -> dict:
+        be = self.backend
+        wall = max(getattr(self, "t_end", time.perf_counter()) - self.t_start, 1e-9)
+        dropped = self.dropped + self.discarded
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": dropped,
+            "dropped_realtime": self.dropped,
+            "discarded_on_interrupt": self.discarded,
+            "corrupt": int(getattr(self.source, "corrupt", 0)),
+            "rescaled": int(getattr(self.sink, "rescaled", 0)),
+            "interrupted": self.interrupted,
+            "error": None if self.error is None else f"{self.error_stage}: {type(self.error).__name__}: {self.error}",
+            "wall_s": round(wall, 3),
+            "fps": round(self.frames_out / wall, 3),
+            "backend": be.name,
+            "precision": be.precision,
+            "device": be.device,
+            "scale": be.scale,
+            "batch": self.cfg.batch,
+            "tile": self.cfg.tile,
+            "realtime": self.cfg.realtime,
+            "latency_ms": {name: h.summary_ms() for name, h in self.latency.items()},
+            "queue_depth_max": dict(self.queue_max),
+            "previews": self.previews,
+            "rss_mb": {"start": round(getattr(self, "rss_start", float("nan")), 1),
+                       "end": round(getattr(self, "rss_end", rss_mb()), 1)},
+        }
