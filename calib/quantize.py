@@ -303,3 +303,88 @@ def quantized_consumers(proto: onnx.ModelProto) -> list[str]:
     """Nodes that read a DequantizeLinear output (which ops actually run in INT8)."""
     dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return [n.name for n in proto.graph.node if n.op_type != "QuantizeLinear" and any(i in dq for i in n.input)]
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class DriftReport:
+    """INT8 vs FP32 graph on benchmark images (both through ONNX Runtime CPU)."""
+    images: list[dict]
+    mean_fp32_psnr_y: float
+    mean_int8_psnr_y: float
+    psnr_loss_db: float            # mean FP32 Y-PSNR - mean INT8 Y-PSNR
+    cluster_flip_fraction: float   # positions whose cluster id differs under INT8
+    positions: int
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+def _with_cluster_ids(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    from export.graph import add_outputs, cluster_id_tensors
+    names = cluster_id_tensors(proto)
+    return add_outputs(proto, names), names
+
+
+def evaluate(fp32: str | Path | onnx.ModelProto, int8: str | Path | onnx.ModelProto, samples,
+             scale: int, threads: int | None = None) -> DriftReport:
+    """Y-PSNR of both graphs against HR and the cluster-id flip fraction, per image.
+
+    ``samples``: ``export.parity.Sample`` objects (LR ``[1, 3, h, w]`` float32 and HR).
+    """
+    import torch
+    from export import ort_ops
+    from lcoan.metrics import psnr_y
+
+    def load(m):
+        return m if isinstance(m, onnx.ModelProto) else onnx.load(str(m))
+
+    ref_proto, ids = _with_cluster_ids(load(fp32))
+    cand_proto, ids_q = _with_cluster_ids(load(int8))
+    if ids != ids_q:
+        raise CalibrationError("the INT8 graph's cluster-assignment outputs differ from the FP32 graph's")
+    ref = ort_ops.session(ref_proto, threads=threads)
+    cand = ort_ops.session(cand_proto, threads=threads)
+    outputs = ["sr"] + ids
+    rows, flips, total = [], 0, 0
+    for s in samples:
+        r = ref.run(outputs, {INPUT_NAME: s.lr})
+        c = cand.run(outputs, {INPUT_NAME: s.lr})
+        f = sum(int(np.count_nonzero(a != b)) for a, b in zip(r[1:], c[1:]))
+        n = sum(int(a.size) for a in r[1:])
+        flips, total = flips + f, total + n
+        row = {"name": s.name, "lr_shape": list(s.lr.shape), "cluster_flips": f, "positions": n}
+        if s.hr is not None and s.hr.shape == r[0].shape:
+            hr = torch.from_numpy(s.hr)
+            row["fp32_psnr_y"] = float(psnr_y(torch.from_numpy(r[0]), hr, scale))
+            row["int8_psnr_y"] = float(psnr_y(torch.from_numpy(c[0]), hr, scale))
+        rows.append(row)
+    scored = [r for r in rows if "fp32_psnr_y" in r]
+    mean32 = float(np.mean([r["fp32_psnr_y"] for r in scored])) if scored else float("nan")
+    mean8 = float(np.mean([r["int8_psnr_y"] for r in scored])) if scored else float("nan")
+    return DriftReport(rows, mean32, mean8, mean32 - mean8, flips / max(total, 1), total)
+
+
+def sensitivity(fp32: str | Path, samples, scale: int, cache: str | Path, tiles=None, *,
+                method: str = DEFAULT_METHOD, workdir: str | Path | None = None,
+                threads: int | None = None) -> list[dict]:
+    """Per Conv: the Y-PSNR loss when only that Conv stays FP32 (all others INT8).
+
+    Calibration runs once (``cache`` keeps the tensor ranges); each variant only re-quantises.
+    Sorted by the gain of keeping the layer in FP32, best first.
+    """
+    proto = onnx.load(str(fp32))
+    convs = quantizable_nodes(proto)
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="lcoan-sens-"))
+    base_path = workdir / "all.onnx"
+    quantize(proto, base_path, tiles=tiles, method=method, cache=cache)
+    base = evaluate(proto, base_path, samples, scale, threads).psnr_loss_db
+    rows = []
+    for i, name in enumerate(convs):
+        path = workdir / f"ex{i}.onnx"
+        quantize(proto, path, tiles=None, method=method, cache=cache, exclude=[name])
+        loss = evaluate(proto, path, samples, scale, threads).psnr_loss_db
+        rows.append({"node": name, "loss_db": loss, "gain_db": base - loss})
+    rows.sort(key=lambda r: -r["gain_db"])
+    return [{"node": "(none excluded)", "loss_db": base, "gain_db": 0.0}] + rows
