@@ -366,7 +366,7 @@ def evaluate(fp32: str | Path | onnx.ModelProto, int8: str | Path | onnx.ModelPr
     return DriftReport(rows, mean32, mean8, mean32 - mean8, flips / max(total, 1), total)
 
 
-def sensitivity(fp32: str | Path, samples, scale: int, cache: str | Path, tiles=None, *,
+def sensitivity(fp32: str | Path, samples, scale: int, cache: str | Path, tiles=None, *, nodes=None,
                 method: str = DEFAULT_METHOD, workdir: str | Path | None = None,
                 threads: int | None = None) -> list[dict]:
     """Per Conv: the Y-PSNR loss when only that Conv stays FP32 (all others INT8).
@@ -375,7 +375,7 @@ def sensitivity(fp32: str | Path, samples, scale: int, cache: str | Path, tiles=
     Sorted by the gain of keeping the layer in FP32, best first.
     """
     proto = onnx.load(str(fp32))
-    convs = quantizable_nodes(proto)
+    convs = list(nodes) if nodes else quantizable_nodes(proto)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="lcoan-sens-"))
     base_path = workdir / "all.onnx"
     quantize(proto, base_path, tiles=tiles, method=method, cache=cache)
