@@ -12,9 +12,9 @@
                  provider (TensorRT, CUDA, CPU); the plugin-form graph (``LCoAClusterSort``
                  node) runs on the CPU through ``export.ort_ops``. Given weights instead of a
                  graph, the graph is exported to a temporary file first.
-``tensorrt``     a serialized engine through ``export.runtime`` (imported lazily); engines with a
-                 fixed optimisation profile advertise ``max_hw``/``max_batch`` and the pipeline
-                 tiles/splits to fit.
+``tensorrt``     a serialized engine (``python -m export.to_trt``) through
+                 ``export.runtime.Engine`` (imported lazily); the engine's optimisation profile
+                 gives ``max_hw``/``max_batch`` and the pipeline tiles/splits frames to fit.
 ``bicubic``      plain bicubic upscaling (no model): soak tests and pipeline checks.
 
 A backend that is not installed raises :class:`BackendUnavailable` with one line naming what to
@@ -35,8 +35,6 @@ __all__ = ["Backend", "BackendUnavailable", "TorchBackend", "OrtBackend", "Tenso
            "BicubicBackend", "SlowedBackend", "load_backend", "BACKENDS", "guess_backend"]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "bicubic")
-TRT_INSTALL = ("the tensorrt backend needs an NVIDIA GPU with TensorRT and the engine runtime: "
-               "pip install 'lcoan-edge[trt]' (tensorrt-rtx-cu13) and build an engine from the ONNX export")
 ORT_INSTALL = ("the onnxruntime backend needs ONNX Runtime: pip install onnxruntime "
                "(onnxruntime-gpu for the CUDA/TensorRT providers) onnx")
 
@@ -187,55 +185,71 @@ class OrtBackend(Backend):
 
 
 # --------------------------------------------------------------------------- tensorrt
+TRT_NEEDS = "needs an NVIDIA GPU, a CUDA build of torch and pip install 'lcoan-edge[trt]' (tensorrt-rtx-cu13)"
+
+
 def _trt_installed() -> bool:
     return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
 
 
 class TensorRTBackend(Backend):
-    """A serialized engine run through ``export.runtime``.
+    """A serialized engine run through :class:`export.runtime.Engine` (imported lazily).
 
-    Uses the first of ``export.runtime.Engine``, ``TensorRTEngine``, ``TRTEngine`` or
-    ``load_engine(path)`` that exists; the object must offer ``infer(np.ndarray) -> np.ndarray``
-    (or be callable). Optional attributes ``scale``, ``precision``/``dtype``, ``device``,
-    ``max_batch`` and ``max_hw``/``max_shape`` (NCHW) describe the engine's profile.
+    The engine's optimisation profile sets ``max_batch`` and ``max_hw`` (the pipeline splits
+    batches and tiles frames to fit) and a minimum size (smaller frames are edge-padded and the
+    output cropped). Copies go through pinned host buffers on the backend's own CUDA stream. The
+    plugin library comes from ``plugins`` or the engine's sidecar.
     """
     name = "tensorrt"
 
-    def __init__(self, path: str, scale: Optional[int] = None):
-        if not _trt_installed():
-            raise BackendUnavailable(TRT_INSTALL)
+    def __init__(self, path: str, plugins: Optional[str] = None, device: Optional[str] = None):
         try:
-            runtime = importlib.import_module("export.runtime")
+            from export import cache, runtime
         except ImportError as exc:
-            raise BackendUnavailable(f"{TRT_INSTALL} ({_first_line(exc)})") from None
-        factory = next((getattr(runtime, n) for n in ("Engine", "TensorRTEngine", "TRTEngine", "load_engine")
-                        if hasattr(runtime, n)), None)
-        if factory is None:
-            raise BackendUnavailable("export.runtime offers no Engine/load_engine; update the export package")
+            raise BackendUnavailable(f"the tensorrt backend {TRT_NEEDS} ({_first_line(exc)})") from None
+        side = cache.read_sidecar(path) or {}
+        plugins = plugins or side.get("plugins")
+        index = int(device.split(":", 1)[1]) if device and ":" in device else 0
         try:
-            self.engine = factory(str(path))
-        except Exception as exc:  # no GPU, bad engine, plugin library missing
+            self.engine = runtime.Engine(path, plugins=plugins, device=index)
+        except runtime.RuntimeUnavailable as exc:
+            msg = _first_line(exc)
+            raise BackendUnavailable(f"tensorrt backend: {msg}" + ("" if "install" in msg else f"; it {TRT_NEEDS}")) from None
+        except Exception as exc:  # bad engine, other TensorRT version or GPU, plugin library missing
             raise BackendUnavailable(f"cannot load TensorRT engine {path}: {_first_line(exc)}") from None
         eng = self.engine
-        self._call = getattr(eng, "infer", None) or eng
-        self.scale = int(getattr(eng, "scale", None) or scale or 2)
-        self.precision = str(getattr(eng, "precision", None) or getattr(eng, "dtype", None) or "fp16")
-        self.device = str(getattr(eng, "device", None) or "cuda")
-        self.max_batch = getattr(eng, "max_batch", None)
-        max_hw = getattr(eng, "max_hw", None)
-        if max_hw is None and getattr(eng, "max_shape", None) is not None:
-            shape = tuple(eng.max_shape)
-            max_hw = shape[-2:]
-            self.max_batch = self.max_batch or shape[0]
-        self.max_hw = tuple(max_hw) if max_hw is not None else None
+        torch = self.torch = eng.torch
+        self.dev = eng.device
+        lo, _opt, hi = eng.profile
+        self.min_hw, self.max_hw, self.max_batch = (lo[2], lo[3]), (hi[2], hi[3]), hi[0]
+        eng.context.set_input_shape("lr", tuple(lo))
+        self.scale = int(eng.context.get_tensor_shape("sr")[2]) // lo[2]
+        self.precision = str(side.get("precision", "unknown"))
+        self.device = torch.cuda.get_device_name(self.dev)
+        self.stream = torch.cuda.Stream(self.dev)
+        self._pinned: dict = {}
+
+    def _pin(self, key: str, shape) -> "torch.Tensor":  # noqa: F821
+        buf = self._pinned.get(key)
+        if buf is None or tuple(buf.shape) != tuple(shape):
+            buf = self._pinned[key] = self.torch.empty(tuple(shape), dtype=self.torch.float32, pin_memory=True)
+        return buf
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._call(np.ascontiguousarray(batch, dtype=np.float32)))
-
-    def close(self) -> None:
-        closer = getattr(self.engine, "close", None)
-        if closer:
-            closer()
+        torch, s = self.torch, self.scale
+        n, c, h, w = batch.shape
+        ph, pw = max(0, self.min_hw[0] - h), max(0, self.min_hw[1] - w)
+        if ph or pw:
+            batch = np.pad(batch, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        pin_in = self._pin("in", batch.shape)
+        pin_in.numpy()[...] = batch
+        pin_out = self._pin("out", (n, c, batch.shape[2] * s, batch.shape[3] * s))
+        with torch.cuda.stream(self.stream):
+            x = pin_in.to(self.dev, non_blocking=True)
+            y = self.engine(x, stream=self.stream)
+            pin_out.copy_(y, non_blocking=True)
+        self.stream.synchronize()
+        return pin_out.numpy()[:, :, :h * s, :w * s].copy()
 
 
 # --------------------------------------------------------------------------- bicubic
@@ -278,7 +292,8 @@ def _export_temp_onnx(model_spec: Optional[str], scale: Optional[int]) -> str:
 
 
 def load_backend(kind: Optional[str] = None, model: Optional[str] = None, scale: Optional[int] = None,
-                 precision: str = "fp32", device: Optional[str] = None, threads: Optional[int] = None) -> Backend:
+                 precision: str = "fp32", device: Optional[str] = None, threads: Optional[int] = None,
+                 plugins: Optional[str] = None) -> Backend:
     """The backend ``kind`` (default: from ``model``'s file type) for ``model``."""
     kind = kind or guess_backend(model)
     if kind not in BACKENDS:
@@ -299,9 +314,13 @@ def load_backend(kind: Optional[str] = None, model: Optional[str] = None, scale:
         return OrtBackend(path, device=device, threads=threads)
     if model is None or Path(model).suffix.lower() not in (".engine", ".plan", ".trt"):
         if not _trt_installed():
-            raise BackendUnavailable(TRT_INSTALL)
-        raise BackendUnavailable("the tensorrt backend needs a serialized engine (--model F.engine) built from the ONNX export")
-    return TensorRTBackend(model, scale=scale)
+            raise BackendUnavailable(f"the tensorrt backend {TRT_NEEDS}")
+        raise BackendUnavailable("the tensorrt backend needs a serialized engine (--model F.engine; "
+                                 "build one with python -m export.to_trt)")
+    backend = TensorRTBackend(model, plugins=plugins, device=device)
+    if scale and backend.scale != scale:
+        raise BackendUnavailable(f"--scale {scale} but the engine upscales x{backend.scale}")
+    return backend
 
 
 class SlowedBackend(Backend):

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the run summary as JSON")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: CUDA when available)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="torch backend precision")
+    p.add_argument("--plugins", help="TensorRT plugin library (default: the one named in the engine's sidecar)")
     p.add_argument("--threads", type=int, help="CPU threads for torch/onnxruntime")
     p.add_argument("--queue-size", type=int, default=4, help="items per queue between stages")
     p.add_argument("--codec", help="video encoder (default: libx264 if available, else mpeg4)")
@@ -112,7 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--batch, --tile and --preview-every must be positive")
     try:
         backend = load_backend(args.backend, args.model, scale=args.scale, precision=args.precision,
-                               device=args.device, threads=args.threads)
+                               device=args.device, threads=args.threads, plugins=args.plugins)
         if args.scale and backend.scale != args.scale:
             raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
         if args.simulate_latency_ms > 0:

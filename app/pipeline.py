@@ -109,6 +109,8 @@ class _Batch:
 
 
 class Pipeline:
+    WARM_FRAMES = 100  # RSS is also sampled after this many frames (allocators, encoder warmed up)
+
     def __init__(self, source, backend, sink, config: Optional[PipelineConfig] = None):
         self.source, self.backend, self.sink = source, backend, sink
         self.cfg = config or PipelineConfig()
@@ -127,6 +129,7 @@ class Pipeline:
         self.error_stage: Optional[str] = None
         self.previews = 0
         self.interrupted = False
+        self.rss_warm: Optional[float] = None
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -353,6 +356,8 @@ class Pipeline:
                 self.latency["e2e"].add(now - item.t_source)
                 with self._count_lock:
                     self.frames_out += 1
+                if self.frames_out == self.WARM_FRAMES:
+                    self.rss_warm = rss_mb()
         except BaseException as exc:  # noqa: BLE001
             self._fail("encode", exc)
 
@@ -415,5 +420,6 @@ class Pipeline:
             "queue_depth_max": dict(self.queue_max),
             "previews": self.previews,
             "rss_mb": {"start": round(getattr(self, "rss_start", float("nan")), 1),
+                       f"after_{self.WARM_FRAMES}_frames": None if self.rss_warm is None else round(self.rss_warm, 1),
                        "end": round(getattr(self, "rss_end", rss_mb()), 1)},
         }
