@@ -62,9 +62,14 @@ def default_output(spec: str, scale: int) -> Optional[str]:
         return str(path.with_name(f"{path.stem}_x{scale}.mp4"))
     if path.is_dir():
         return str(path.with_name(f"{path.name}_x{scale}"))
-    if path.is_file():  # a single image or an unknown video suffix
-        return str(path.with_name(f"{path.stem}_x{scale}.mp4"))
-    return str(path.parent.with_name(f"{path.parent.name or 'frames'}_x{scale}"))
+    if path.is_file():
+        from .io import IMAGE_SUFFIXES
+        suffix = ".png" if path.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
+        return str(path.with_name(f"{path.stem}_x{scale}{suffix}"))
+    # a glob or printf pattern: a folder beside the files, named after the pattern's fixed prefix
+    import re
+    name = re.split(r"[%*?\[]", path.name)[0].rstrip("_-. ") or "frames"
+    return str(path.parent / f"{name}_x{scale}")
 
 
 class _Progress:

@@ -328,6 +328,19 @@ class ImageSink(Sink):
         Image.fromarray(frame.image).save(self.folder / name)
 
 
+class SingleImageSink(Sink):
+    """One image in, one image file out (format from the suffix)."""
+    kind = "image"
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame: Frame) -> None:
+        from PIL import Image
+        Image.fromarray(frame.image).save(self.path)
+
+
 def default_codec(path: str) -> str:
     import av
     suffix = Path(path).suffix.lower()
@@ -457,5 +470,7 @@ def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
     if suffix in VIDEO_SUFFIXES:
         return VideoSink(spec, source.fps, source.time_base, audio=source.audio, codec=codec, crf=crf)
     if suffix in IMAGE_SUFFIXES:
-        raise SinkError(f"{spec}: give a folder for image output (one PNG per frame) or a video file")
+        if getattr(source, "total", None) != 1 or source.kind != "images":
+            raise SinkError(f"{spec}: an image file takes one frame; give a folder (one PNG per frame) or a video file")
+        return SingleImageSink(spec)
     return ImageSink(spec)
