@@ -314,3 +314,28 @@ def test_missing_onnxruntime_names_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     with pytest.raises(BackendUnavailable, match="pip install onnxruntime"):
         load_backend("onnxruntime", "random:tiny")
+
+
+def test_tiles_and_engine_profile_limits_give_the_same_frames(tmp_path):
+    class Limited(BicubicBackend):  # an "engine" whose profile takes at most 2 x 3 x 16 x 16
+        max_batch, max_hw = 2, (16, 16)
+        calls: list = []
+
+        def infer(self, batch):
+            assert batch.shape[0] <= 2 and batch.shape[2] <= 16 and batch.shape[3] <= 16
+            self.calls.append(batch.shape)
+            return super().infer(batch)
+
+    outs = {}
+    for label, backend, tile in (("whole", BicubicBackend(2), None), ("tiled", BicubicBackend(2), 8),
+                                 ("profile", Limited(2), None)):
+        folder = tmp_path / label
+        s = Pipeline(SyntheticSource(5, 40, 28), backend, open_sink(str(folder), None),
+                     PipelineConfig(batch=3, tile=tile, overlap=4)).run()
+        assert s["frames_out"] == 5
+        outs[label] = [np.asarray(__import__("PIL.Image").Image.open(p)) for p in sorted(folder.iterdir())]
+    assert Limited.calls
+    for a, b, c in zip(outs["whole"], outs["tiled"], outs["profile"]):
+        assert a.shape == (56, 80, 3)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+        assert np.abs(a.astype(int) - c.astype(int)).max() <= 1
