@@ -1,0 +1,315 @@
+"""Train LCoAN.
+
+    python -m lcoan.train --config configs/edge_x2_291.yaml [--set train.steps=2000 ...] [--resume [CKPT]]
+    torchrun --nproc_per_node 2 -m lcoan.train --config ...     # DistributedDataParallel
+
+The batch of every step is a pure function of (seed, step), not of an iterator's state, so
+a run killed and resumed from its last checkpoint reproduces the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, Sampler
+
+from . import build_model
+from .checkpoint import CheckpointError, build_from_checkpoint, read_checkpoint, save_checkpoint, save_safetensors
+
+DEFAULTS: dict = {
+    "model": {"preset": "edge", "scale": 2},
+    "data": {"root": None, "train": ["train/T91", "train/BSD200"], "paired": False, "patch": 48,
+             "repeat": 1, "workers": 2, "val": "benchmark/Set5", "val_max_images": 5},
+    "train": {"steps": 1000, "batch_size": 16, "lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
+              "milestones": [], "gamma": 0.5, "seed": 0, "ckpt_every": 500, "val_every": 500,
+              "log_every": 20, "weight_ema": 0.0, "amp": True, "init_from": None, "out": "runs/edge_x2",
+              "tensorboard": False, "device": "auto", "threads": 0},
+}
+
+
+# ----------------------------------------------------------------------------- config
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | os.PathLike | None, sets: list[str] = ()) -> dict:
+    cfg = DEFAULTS
+    if path:
+        with open(path) as fh:
+            cfg = _merge(cfg, yaml.safe_load(fh) or {})
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        node = cfg = _merge(cfg, {})
+        *parents, leaf = key.split(".")
+        for name in parents:
+            node[name] = dict(node.get(name) or {})
+            node = node[name]
+        node[leaf] = yaml.safe_load(raw)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+class StepBatches(Sampler):
+    """Batches for steps [start, stop): epoch-wise permutations keyed by (seed, epoch).
+
+    Each item is ``(index, sample_seed)``; the dataset draws that sample's crop and flips
+    from ``sample_seed`` alone, so neither worker count nor process layout changes a batch.
+    """
+
+    def __init__(self, n_items: int, global_batch: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world: int = 1):
+        if n_items < global_batch:
+            raise ValueError(f"{n_items} training samples cannot fill a batch of {global_batch}")
+        self.n, self.batch, self.seed = n_items, global_batch, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.steps_per_epoch = n_items // global_batch
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def batch_for_step(self, step: int) -> list[tuple[int, int]]:
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        chosen = order[offset * self.batch:(offset + 1) * self.batch].tolist()
+        keys = [(index, (self.seed * 1_000_003 + step) * 1024 + j) for j, index in enumerate(chosen)]
+        per_rank = self.batch // self.world
+        return keys[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.batch_for_step(step)
+
+
+def build_datasets(cfg: dict, scale: int):
+    from .data import HROnlyDataset, PairedDataset
+    from .data.paths import default_data_root
+
+    data = cfg["data"]
+    root = Path(data["root"]) if data.get("root") else default_data_root()
+    train_dirs = [root / p for p in (data["train"] if isinstance(data["train"], list) else [data["train"]])]
+    for folder in train_dirs:
+        if not folder.exists():
+            raise FileNotFoundError(f"{folder}: training folder not found (set data.root or data.train)")
+    if data.get("paired"):
+        if len(train_dirs) != 1:
+            raise ValueError("data.paired expects one dataset root in data.train")
+        train = PairedDataset(train_dirs[0], scale, patch_size=data["patch"], train=True, repeat=data["repeat"])
+    else:
+        train = HROnlyDataset(train_dirs, scale, patch_size=data["patch"], train=True, repeat=data["repeat"])
+    val = None
+    if data.get("val"):
+        val_root = root / data["val"]
+        if val_root.exists():
+            val = PairedDataset(val_root, scale, train=False)
+    return train, val
+
+
+# ----------------------------------------------------------------------------- helpers
+def rng_state() -> dict:
+    """Every RNG's state, in types that ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def init_from_other_scale(model, path) -> None:
+    """Everything but the upsampler from a checkpoint of another scale (x3/x4 from x2)."""
+    _, state, _ = read_checkpoint(path)
+    keep = {k: v for k, v in state.items() if not k.startswith("upsampler.")}
+    own = model.state_dict()
+    for key, value in keep.items():
+        if key in own and own[key].shape != value.shape:
+            raise CheckpointError(path, f"key {key!r} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+    missing = [k for k in own if k not in keep and not k.startswith("upsampler.")]
+    if missing:
+        raise CheckpointError(path, f"missing key {missing[0]!r}")
+    model.load_state_dict(keep, strict=False)
+
+
+@torch.no_grad()
+def validate(model, dataset, device, scale: int, max_images: int) -> float:
+    from .metrics import psnr_y
+
+    model.eval()
+    scores = []
+    for i in range(min(len(dataset), max_images)):
+        lr, hr = dataset[i]
+        sr = model(lr.unsqueeze(0).to(device)).squeeze(0).float().cpu()
+        scores.append(float(psnr_y(sr, hr, shave=scale)))
+    model.train()
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -> Path:
+    """Run (or continue) training; returns the path of the exported release weights.
+
+    ``stop_after`` ends the run early at that step (after its checkpoint), as a kill would.
+    """
+    tc = cfg["train"]
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = _device(tc["device"])
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if tc.get("threads"):
+        torch.set_num_threads(int(tc["threads"]))
+    if tc["batch_size"] % world:
+        raise ValueError(f"batch_size {tc['batch_size']} must divide evenly over {world} processes")
+    out = Path(tc["out"])
+    torch.manual_seed(tc["seed"])
+    random.seed(tc["seed"])
+    np.random.seed(tc["seed"])
+
+    mc = dict(cfg["model"])
+    preset, scale = mc.pop("preset"), mc.pop("scale")
+    model = build_model(preset, scale=scale, **mc)
+    if tc.get("init_from") and not resume:
+        init_from_other_scale(model, tc["init_from"])
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]), eps=tc["eps"])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tc["milestones"]), gamma=tc["gamma"])
+    ema = None
+    if tc["weight_ema"]:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc["weight_ema"]), use_buffers=True)
+    use_amp = bool(tc["amp"]) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    step, best = 0, -math.inf
+    if resume:
+        _, state, raw = read_checkpoint(resume)
+        if "optimizer" not in raw:
+            raise CheckpointError(resume, "not a training checkpoint (no optimizer state); use train.init_from")
+        model.load_state_dict(state)
+        optimizer.load_state_dict(raw["optimizer"])
+        scheduler.load_state_dict(raw["scheduler"])
+        scheduler.milestones = Counter(tc["milestones"])  # the config may shorten a run's schedule
+        scaler.load_state_dict(raw["scaler"])
+        if ema is not None and raw.get("ema_model") is not None:
+            ema.load_state_dict(raw["ema_model"])
+        step, best = int(raw["step"]), float(raw["best_psnr"])
+        set_rng_state(raw["rng"])
+
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    train_set, val_set = build_datasets(cfg, scale)
+    batches = StepBatches(len(train_set), tc["batch_size"], tc["seed"], step, tc["steps"], rank, world)
+    workers = int(cfg["data"]["workers"])
+    loader = DataLoader(train_set, batch_sampler=batches, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(path, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict(), ema_model=ema.state_dict() if ema else None,
+                        step=step, best_psnr=best, rng=rng_state(), train_config=cfg)
+
+    writer = None
+    if tc["tensorboard"] and rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(out / "tb")
+    from tqdm import tqdm
+    bar = tqdm(total=tc["steps"], initial=step, disable=rank != 0, dynamic_ncols=True, unit="it")
+    for lr_batch, hr_batch in loader:
+        lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            loss = F.l1_loss(net(lr_batch), hr_batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        step += 1
+        bar.update(1)
+        if step % tc["log_every"] == 0 or step == tc["steps"]:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            if writer:
+                writer.add_scalar("train/l1", loss.item(), step)
+        if rank == 0 and val_set is not None and (step % tc["val_every"] == 0 or step == tc["steps"]):
+            psnr = validate(ema.module if ema else model, val_set, device, scale, cfg["data"]["val_max_images"])
+            bar.write(f"step {step}: val Y-PSNR {psnr:.3f} dB")
+            if writer:
+                writer.add_scalar("val/psnr_y", psnr, step)
+            if psnr > best:
+                best = psnr
+                save_safetensors(ema.module if ema else model, out / "best.safetensors", {"step": step, "psnr_y": psnr})
+        if rank == 0 and (step % tc["ckpt_every"] == 0 or step == tc["steps"]):
+            checkpoint(out / "last.pt")
+        if stop_after is not None and step >= stop_after:
+            break
+    bar.close()
+    final = out / "final.safetensors"
+    if rank == 0 and step >= tc["steps"]:
+        save_safetensors(ema.module if ema else model, final, {"step": step})
+    if writer:
+        writer.close()
+    if distributed:
+        dist.barrier()
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lcoan.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML file (see configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config entry, e.g. train.steps=2000 (repeatable)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="continue from a training checkpoint (default: <out>/last.pt)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        resume = args.resume
+        if resume == "auto":
+            resume = str(Path(cfg["train"]["out"]) / "last.pt")
+        started = time.time()
+        final = train(cfg, resume)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"done in {time.time() - started:.0f} s: {final}")
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
