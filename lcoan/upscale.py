@@ -30,7 +30,13 @@ LR pixels for the ``edge`` preset, 13 for ``tiny``; the default overlap is 32). 
 non-local: every pixel attends to pixels of its cluster anywhere in the input, so a tile sees a
 different set of candidates than the whole image and the tiled output is only close to the
 whole-image output. ``python -m benchmarks.tiling_memory`` measures this difference and the memory
-saved.
+saved. Measured (CPU, 2 threads, ``edge`` x2 with *random* weights, since trained weights were not
+available yet; trained attention is stronger, so expect larger differences with them):
+
+* tiled (tile 48, overlap 32) vs whole, Set5 x2 LR ``baby`` (256x256) / ``butterfly`` (128x128):
+  max abs difference 4.5e-4 / 1.7e-4, mean 1.7e-5, PSNR of tiled against whole 71.8 / 71.5 dB;
+* peak RSS for a 512x512 LR input (1024x1024 output): whole image 1702 MB (1470 MB above the
+  233 MB of the loaded process), tile 128 + overlap 32: 501 MB (268 MB above), 1.7x the time.
 """
 from __future__ import annotations
 
