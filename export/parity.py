@@ -44,7 +44,9 @@ class Thresholds:
         return drift_db >= self.min_drift_db or (self.max_abs is not None and max_abs <= self.max_abs)
 
 
-THRESHOLDS = {"fp32": Thresholds(60.0, 1e-4), "fp16": Thresholds(50.0, None)}
+THRESHOLDS = {"fp32": Thresholds(60.0, 1e-4), "fp16": Thresholds(50.0, None),
+              # INT8 quality is judged by its Y-PSNR loss (python -m calib --report); drift only catches breakage
+              "int8": Thresholds(30.0, None)}
 
 
 @dataclass
@@ -330,7 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--polygraphy-dir", help="write inputs and PyTorch outputs as Polygraphy JSON here")
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per folder")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--engine", help="TensorRT engine to compare with ONNX Runtime on --onnx (needs a GPU)")
+    parser.add_argument("--plugins", help="plugin library for --engine")
     args = parser.parse_args(argv)
+    if args.engine:
+        from .runtime import parity_engine_main
+        return parity_engine_main(args.engine, args.onnx, args.images, args.plugins, args.limit, args.json)
 
     onnx_path = Path(args.onnx)
     if not onnx_path.is_file():

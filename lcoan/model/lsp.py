@@ -25,22 +25,24 @@ def nearest_centroid(features: Tensor, centroids: Tensor) -> Tensor:
     return (F.normalize(features, p=2, dim=-1) @ centroids.t()).argmax(dim=-1)
 
 
-def member_directions(features: Tensor, ids: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]:
+def member_directions(features: Tensor, ids: Tensor, num_clusters: int,
+                      all_ranks: bool = False) -> tuple[Tensor, Tensor]:
     """Sum of member features per cluster and member counts: ([K, D], [K])."""
     flat, flat_ids = features.reshape(-1, features.shape[-1]), ids.reshape(-1)
     sums = features.new_zeros(num_clusters, features.shape[-1]).index_add_(0, flat_ids, flat)
     counts = torch.bincount(flat_ids, minlength=num_clusters).to(features.dtype)
-    if _ddp_active():  # every rank must see the same global batch statistics
+    if all_ranks and _ddp_active():  # every replica updates from the global batch
         dist.all_reduce(sums)
         dist.all_reduce(counts)
     return sums, counts
 
 
-def lloyd_step(features: Tensor, centroids: Tensor, ids: Tensor | None = None) -> Tensor:
+def lloyd_step(features: Tensor, centroids: Tensor, ids: Tensor | None = None,
+               all_ranks: bool = False) -> Tensor:
     """One k-means step on the sphere: new mean = normalised member sum; empty clusters keep theirs."""
     if ids is None:
         ids = (features @ centroids.t()).argmax(dim=-1)
-    sums, counts = member_directions(features, ids, centroids.shape[0])
+    sums, counts = member_directions(features, ids, centroids.shape[0], all_ranks)
     return torch.where((counts > 0).unsqueeze(-1), F.normalize(sums, dim=-1), centroids)
 
 
@@ -58,12 +60,16 @@ class ClusterCentroids(nn.Module):
     def initialize(self, features: Tensor) -> None:
         """Random rows of the batch, then Lloyd steps on the raw features (as the public model)."""
         rows = features.reshape(-1, features.shape[-1])
+        if _ddp_active():  # the global batch, in rank order, as a single process would see it
+            gathered = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
+            dist.all_gather(gathered, rows.contiguous())
+            rows = torch.cat(gathered)
         n, k = rows.shape[0], self.num_clusters
         pick = torch.randperm(n, device=rows.device)[:k] if n >= k else torch.randint(0, n, (k,), device=rows.device)
         centroids = rows[pick]
         for _ in range(KMEANS_INIT_ITERS):
             centroids = lloyd_step(rows, centroids)
-        if _ddp_active():  # rank 0's draw wins, so every replica starts from the same centroids
+        if _ddp_active():  # replicas agree even if their random streams drifted apart
             dist.broadcast(centroids, src=0)
         self.centroids.copy_(centroids)
         self.initialized.fill_(True)
@@ -74,7 +80,7 @@ class ClusterCentroids(nn.Module):
 
         Clusters without members in this batch keep their centroid.
         """
-        target = lloyd_step(F.normalize(features, dim=-1), self.centroids, ids)
+        target = lloyd_step(F.normalize(features, dim=-1), self.centroids, ids, all_ranks=True)
         self.centroids.mul_(self.decay).add_(target, alpha=1.0 - self.decay)
 
     def forward(self, features: Tensor) -> Tensor:
