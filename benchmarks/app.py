@@ -22,19 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from .common import machine
+
 SIZES = {"360p": (640, 360), "540p": (960, 540), "720p": (1280, 720)}
 
 
 def _machine() -> str:
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
+    return f"{machine()}, {gpu}"
 
 
 def _model(weights: str | None):

@@ -26,16 +26,11 @@ import torch
 
 from export.errors import run_cli
 
+from .common import time_it
+
 
 def _median_ms(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return time_it(fn, repeats, warmup) * 1e3
 
 
 def _model(args):

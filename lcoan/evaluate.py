@@ -40,11 +40,11 @@ from .data.paths import default_data_root
 from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
 from .tiling import tiled_forward
+from .cli import DEFAULT_OVERLAP, add_inference_args, inference_device
 
 __all__ = ["evaluate", "evaluate_set", "bicubic_upscale", "format_table", "default_benchmark_root", "main"]
 
 PathLike = Union[str, os.PathLike]
-DEFAULT_OVERLAP = 32
 
 
 class EvaluationError(RuntimeError):
@@ -189,25 +189,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--scale", type=int, choices=(2, 3, 4),
                         help="upscaling factor (default: that of --weights, else 2)")
     parser.add_argument("--json", help="also write the full result (per image) to this JSON file")
-    parser.add_argument("--tile", type=int, help="tiled inference with tiles of this many LR pixels")
-    parser.add_argument("--tile-overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"context around each tile in LR pixels (default {DEFAULT_OVERLAP})")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_inference_args(parser)
     args = parser.parse_args(argv)
 
     from . import CheckpointError, default_weights, load_model
 
-    if args.tile is not None and args.tile <= 0:
-        return _fail(f"--tile must be positive, got {args.tile}")
-    if args.tile_overlap < 0:
-        return _fail(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
     try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        return _fail(f"invalid --device {args.device!r} ({exc})")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return _fail("--device cuda requested but CUDA is not available")
+        device = inference_device(args)
+    except ValueError as exc:
+        return _fail(str(exc))
     try:
         weights = Path(args.weights) if args.weights else default_weights(args.scale or 2)
         model = load_model(weights, scale=args.scale)

@@ -109,7 +109,8 @@ def build_datasets(cfg: dict, scale: int):
     if data.get("paired"):
         if len(train_dirs) != 1:
             raise ValueError("data.paired expects one dataset root in data.train")
-        train = PairedDataset(train_dirs[0], scale, patch_size=data["patch"], train=True, repeat=data["repeat"])
+        train = PairedDataset(train_dirs[0], scale, patch_size=data["patch"], train=True, repeat=data["repeat"],
+                              hr_dir=data.get("hr_dir", "HR"), lr_dir=data.get("lr_dir", "LR_bicubic/X{s}"))
     else:
         train = HROnlyDataset(train_dirs, scale, patch_size=data["patch"], train=True, repeat=data["repeat"])
     val = None

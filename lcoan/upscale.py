@@ -53,12 +53,12 @@ from PIL import Image
 from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alpha, write_image
 from .data.resize import imresize
 from .tiling import tiled_forward
+from .cli import DEFAULT_OVERLAP, add_inference_args, inference_device
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
            "DEFAULT_OVERLAP"]
 
 PathLike = Union[str, os.PathLike]
-DEFAULT_OVERLAP = 32
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -197,27 +197,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4),
                         help="upscaling factor (default: that of --weights, else 2)")
-    parser.add_argument("--tile", type=int, help="tiled inference with tiles of this many LR pixels")
-    parser.add_argument("--tile-overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"context around each tile in LR pixels (default {DEFAULT_OVERLAP})")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_inference_args(parser)
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
 
     from . import CheckpointError, default_weights, load_model
 
-    if args.tile is not None and args.tile <= 0:
-        return _fail(f"--tile must be positive, got {args.tile}")
-    if args.tile_overlap < 0:
-        return _fail(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
     try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        return _fail(f"invalid --device {args.device!r} ({exc})")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return _fail("--device cuda requested but CUDA is not available")
+        device = inference_device(args)
+    except ValueError as exc:
+        return _fail(str(exc))
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         return _fail(f"output '{out_dir}' exists and is not a folder")
