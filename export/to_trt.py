@@ -100,8 +100,9 @@ class GraphSource:
 def _calibrate(fp32: Path, out: Path, calib_dir: str, method: str, num: int, tile: Sequence[int],
                log: Callable[[str], None]) -> tuple[Path, float]:
     """Q/DQ graph of ``fp32`` (``python -m calib``), reused when source and images are unchanged."""
-    import importlib
-    quant = importlib.import_module("calib.quantize")  # optional step above export; see docs/tensorrt.md
+    # The one upward import: `--int8 --calib DIR` is a CLI convenience that composes the two
+    # stages. Library callers pass a Q/DQ graph from `python -m calib` as --onnx instead.
+    from calib import quantize as quant
     stamp = {"source_sha256": cache.sha256_file(fp32),
              "images": quant.images_digest(calib_dir, num, tile, None), "method": method}
     stamp_path = sibling(out, ".calib.json")
