@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 	# On a GPU machine, install your CUDA torch first and skip this line.
 	$(BIN)/pip install -q torch==2.13.0
