@@ -245,7 +245,10 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
 
     writer = None
     if tc["tensorboard"] and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError("train.tensorboard=true needs TensorBoard: pip install tensorboard") from None
         writer = SummaryWriter(out / "tb")
     from tqdm import tqdm
     bar = tqdm(total=tc["steps"], initial=step, disable=rank != 0, dynamic_ncols=True, unit="it")

@@ -109,6 +109,15 @@ def test_corrupt_checkpoint_gives_one_line_error(tmp_path, capsys):
     assert code == 2 and str(bad) in err and len(err.splitlines()) == 1
 
 
+def test_weight_ema_is_what_gets_released(tmp_path):
+    final = train(tiny_config(tmp_path, "ema", steps=4, ckpt_every=4, weight_ema=0.5))
+    raw = read_checkpoint(tmp_path / "ema" / "last.pt")[2]
+    released, trained = final_state(final), raw["model"]
+    averaged = {k[len("module."):]: v for k, v in raw["ema_model"].items() if k.startswith("module.")}
+    assert all(torch.equal(released[k], averaged[k]) for k in released)
+    assert any(not torch.equal(released[k], trained[k]) for k in released if k.endswith("weight"))
+
+
 def test_x4_initialised_from_x2_except_upsampler(tmp_path):
     x2 = build_model("tiny", scale=2)
     save_checkpoint(tmp_path / "x2.pt", x2)
