@@ -19,8 +19,8 @@ setup: $(BIN)/.installed
 # engine (TensorRT, or TensorRT-RTX as a CPU-only build), then a parity check of the ONNX graph
 # against PyTorch on Set5, then the app upscaling the bundled sample clip.
 demo: setup
-	$(BIN)/python -m export.to_trt --fp16 --out out/lcoan_edge_x2_fp16.engine
-	$(BIN)/python -m export.parity --onnx out/lcoan_edge_x2_fp16.onnx --limit 5 --json out/parity_fp16.json
+	$(BIN)/python -m export.to_trt --fp16 --out out/lcoan_edge_x2.engine
+	$(BIN)/python -m export.parity --onnx out/lcoan_edge_x2.fp16.onnx --limit 3 --json out/parity_fp16.json
 	$(BIN)/python -m app samples/sample_clip.mp4 -o out/sample_clip_x2.mp4 --json out/app_summary.json
 
 test: setup
