@@ -8,7 +8,7 @@ Reading (:func:`read_image`) always returns float32 ``HxWx3`` in ``[0, 1]``:
   returns it separately as float32 ``HxW``;
 * 8-bit data is divided by 255, 16-bit data by 65535. Pillow reads 16-bit greyscale PNGs as
   ``I;16`` (or ``I``), which is handled directly; it reduces 16-bit RGB/RGBA PNGs to 8 bits, so those
-  are decoded here from the PNG stream (non-interlaced) to keep the full precision. Mode ``I``
+  are decoded with pypng to keep the full precision. Mode ``I``
   (32-bit integer) is taken as 16-bit data and clipped to ``[0, 65535]``; mode ``F`` is taken as
   already in ``[0, 1]`` and clipped.
 
@@ -127,67 +127,13 @@ def _png_header(path: Path) -> Optional[Tuple[int, int, int, int, int]]:
     return w, h, depth, ctype, interlace
 
 
-def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-
-
 def _decode_png16(path: Path) -> np.ndarray:
-    """Decode a non-interlaced 16-bit PNG (colour types 0, 2, 4, 6) to uint16 ``HxWxC``."""
-    data = path.read_bytes()
-    pos, idat = 8, []
-    width = height = channels = None
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        ctype = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        if ctype == b"IHDR":
-            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            if depth != 16 or interlace != 0 or colour not in (0, 2, 4, 6):
-                raise ValueError("unsupported 16-bit PNG variant (interlaced or palette)")
-            channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
-        elif ctype == b"IDAT":
-            idat.append(body)
-        elif ctype == b"IEND":
-            break
-        pos += 12 + length
-    if width is None or not idat:
-        raise ValueError("PNG stream has no IHDR or IDAT chunk")
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
-    bpp = 2 * channels
-    stride = width * bpp
-    if raw.size != height * (stride + 1):
-        raise ValueError("PNG image data has the wrong length (truncated file?)")
-    rows = raw.reshape(height, stride + 1)
-    out = np.zeros((height, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.int32)
-    for y in range(height):
-        ftype, line = rows[y, 0], rows[y, 1:].astype(np.int32)
-        if ftype == 0:
-            cur = line
-        elif ftype == 1:  # Sub: running sum per byte lane
-            cur = np.cumsum(line.reshape(width, bpp), axis=0).reshape(-1) & 0xFF
-        elif ftype == 2:  # Up
-            cur = (line + prev) & 0xFF
-        elif ftype in (3, 4):  # Average / Paeth: sequential over pixels
-            cur = np.empty(stride, dtype=np.int32)
-            left = np.zeros(bpp, dtype=np.int32)
-            upleft = np.zeros(bpp, dtype=np.int32)
-            for x in range(0, stride, bpp):
-                up = prev[x:x + bpp]
-                if ftype == 3:
-                    pred = (left + up) >> 1
-                else:
-                    pred = _paeth(left, up, upleft)
-                left = (line[x:x + bpp] + pred) & 0xFF
-                cur[x:x + bpp] = left
-                upleft = up
-        else:
-            raise ValueError(f"invalid PNG filter type {ftype}")
-        out[y] = cur
-        prev = cur
-    return out.view(">u2").astype(np.uint16).reshape(height, width, channels)
+    """A 16-bit PNG (any colour type, interlaced too) as uint16 ``HxWxC``, through pypng."""
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = info["planes"]
+    return np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, planes)
 
 
 def _open_levels(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -226,6 +172,11 @@ def _open_levels(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return np.ascontiguousarray(to_three_channels(arr)), alpha
 
 
+def _png_error():
+    import png
+    return png.Error
+
+
 def _guarded(path: PathLike, fn):
     p = Path(path)
     try:
@@ -240,7 +191,7 @@ def _guarded(path: PathLike, fn):
         raise ImageReadError(p, "permission denied") from None
     except UnidentifiedImageError:
         raise ImageReadError(p, "not a recognised image format") from None
-    except (OSError, ValueError, SyntaxError, zlib.error, struct.error, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, zlib.error, struct.error, Image.DecompressionBombError, _png_error()) as e:
         raise ImageReadError(p, f"corrupt or unsupported image data ({type(e).__name__}: {e})") from None
 
 
@@ -263,17 +214,12 @@ def read_image_with_alpha(path: PathLike) -> Tuple[np.ndarray, Optional[np.ndarr
     return levels_to_float(rgb), (None if alpha is None else levels_to_float(alpha))
 
 
-def _encode_png16(arr: np.ndarray) -> bytes:
+def _write_png16(fh, arr: np.ndarray) -> None:
+    import png
+
     h, w, c = arr.shape
-    colour = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    rows = arr.astype(">u2").reshape(h, w * c).view(np.uint8)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
-    return _PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    writer = png.Writer(w, h, bitdepth=16, greyscale=c in (1, 2), alpha=c in (2, 4), compression=6)
+    writer.write(fh, arr.astype(np.uint16).reshape(h, w * c))
 
 
 def _as_hwc(array) -> np.ndarray:
@@ -316,7 +262,7 @@ def write_image(path: PathLike, array, bits: int = 8) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             if bits == 16:
-                f.write(_encode_png16(arr))
+                _write_png16(f, arr)
             else:
                 c = arr.shape[2]
                 img = Image.fromarray(arr[:, :, 0] if c == 1 else arr, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c])
