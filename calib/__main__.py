@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .quantize import (DEFAULT_METHOD, DEFAULT_NUM, METHODS, CalibrationError, calibration_tiles,
+from .quantize import (DEFAULT_METHOD, DEFAULT_NUM, METHODS, CalibrationError, calibration_tiles, default_exclusions,
                        evaluate, qdq_counts, quantize, sensitivity)
 
 
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int, default=DEFAULT_NUM, help="calibration tiles")
     parser.add_argument("--tile", default="64x64", help="tile HxW in LR pixels")
     parser.add_argument("--downscale", type=int, default=None, help="bicubic downscale of HR images")
-    parser.add_argument("--exclude", nargs="*", default=[], help="Conv node names to keep in FP32")
+    parser.add_argument("--exclude", nargs="*", default=None,
+                        help="Conv node names to keep in FP32 (default: head, matching, upsampler and "
+                             "tail convs; give --exclude with no names to quantise every Conv)")
     parser.add_argument("--report", action="store_true", help="INT8 vs FP32 on Set5 + Set14")
     parser.add_argument("--sensitivity", action="store_true", help="per-Conv sensitivity (slow)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per set")
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if not src.is_file():
         raise CalibrationError(f"{src}: no such ONNX file")
     tiles = calibration_tiles(args.images, args.num, _tile(args.tile), args.downscale)
+    if args.exclude is None:
+        args.exclude = default_exclusions(src)
     result = quantize(src, args.out, tiles=tiles, method=args.method, exclude=args.exclude)
     counts = qdq_counts(onnx.load(str(result.path)))
     print(f"wrote {result.path} ({args.method}, {result.tiles} tiles of {args.tile}, "

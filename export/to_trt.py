@@ -33,7 +33,7 @@ from .trt import device_info, import_trt, trt_info
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = ("1x3x16x16", "1x3x270x480", "1x3x540x960")
-DEFAULT_WORKSPACE_MIB = 1024
+DEFAULT_WORKSPACE_MIB = 4096  # a cap, not an allocation: the 540x960 LR profile needs > 1 GiB
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 PLUGIN_OP = "LCoAClusterSort"
 
@@ -115,7 +115,8 @@ def _calibrate(fp32: Path, out: Path, calib_dir: str, method: str, num: int, til
             pass
     t0 = time.perf_counter()
     try:
-        quant.quantize(fp32, out, calib_dir, method=method, num=num, tile=tile)
+        quant.quantize(fp32, out, calib_dir, method=method, num=num, tile=tile,
+                       exclude=quant.default_exclusions(fp32))
     except quant.CalibrationError as exc:
         raise ExportError(str(exc)) from None
     stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
