@@ -2,7 +2,7 @@
 
     python samples/make_sample_clip.py [--data DIR]
 
-The clip is derived from Set14 `comic` (HR downscaled x2 with the MATLAB-compatible bicubic),
+The clip is derived from Set14 `monarch` (HR downscaled x2 with the MATLAB-compatible bicubic),
 so the app has a real-image input that ships with the repository.
 """
 from __future__ import annotations
@@ -24,9 +24,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=default_data_root())
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("sample_clip.mp4"))
     args = parser.parse_args()
-    hr = read_image_levels(args.data / "benchmark" / "Set14" / "HR" / "comic.png").astype(np.uint8)
+    hr = read_image_levels(args.data / "benchmark" / "Set14" / "HR" / "monarch.png").astype(np.uint8)
     lr = imresize(hr, scale=0.5)
     h, w, frames = 96, 128, 24
+    if lr.shape[0] < h or lr.shape[1] < w:
+        raise SystemExit(f"the LR image {lr.shape[1]}x{lr.shape[0]} is smaller than the {w}x{h} clip")
     with av.open(str(args.out), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(12))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
