@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -30,3 +31,17 @@ def inference_device(args: argparse.Namespace) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
     return device
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4),
+                        help="upscaling factor (default: that of --weights, else 2)")
+
+
+def load_cli_model(args: argparse.Namespace):
+    """(model in eval mode, weights path) for --weights/--scale; raises CheckpointError."""
+    from . import default_weights, load_model
+
+    weights = Path(args.weights) if args.weights else default_weights(args.scale or 2)
+    return load_model(weights, scale=args.scale), weights

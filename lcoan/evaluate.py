@@ -40,7 +40,7 @@ from .data.paths import default_data_root
 from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
 from .tiling import tiled_forward
-from .cli import DEFAULT_OVERLAP, add_inference_args, inference_device
+from .cli import DEFAULT_OVERLAP, add_inference_args, add_model_args, inference_device, load_cli_model
 
 __all__ = ["evaluate", "evaluate_set", "bicubic_upscale", "format_table", "default_benchmark_root", "main"]
 
@@ -182,25 +182,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lcoan.evaluate",
         description="PSNR/SSIM (Y channel, shave = scale) of an LCoAN model and of bicubic on benchmark sets.")
-    parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
+    add_model_args(parser)
     parser.add_argument("--data", help="benchmark root with <set>/HR and <set>/LR_bicubic/X<s> "
                                        "(default: default_data_root()/benchmark)")
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="set folder names")
-    parser.add_argument("--scale", type=int, choices=(2, 3, 4),
-                        help="upscaling factor (default: that of --weights, else 2)")
     parser.add_argument("--json", help="also write the full result (per image) to this JSON file")
     add_inference_args(parser)
     args = parser.parse_args(argv)
 
-    from . import CheckpointError, default_weights, load_model
+    from . import CheckpointError
 
     try:
         device = inference_device(args)
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        weights = Path(args.weights) if args.weights else default_weights(args.scale or 2)
-        model = load_model(weights, scale=args.scale)
+        model, weights = load_cli_model(args)
         result = evaluate(model, args.data, args.sets, scale=model.scale, tile=args.tile,
                           overlap=args.tile_overlap, device=device, progress=not args.no_progress)
     except (CheckpointError, EvaluationError) as exc:

@@ -53,7 +53,7 @@ from PIL import Image
 from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alpha, write_image
 from .data.resize import imresize
 from .tiling import tiled_forward
-from .cli import DEFAULT_OVERLAP, add_inference_args, inference_device
+from .cli import DEFAULT_OVERLAP, add_inference_args, add_model_args, inference_device, load_cli_model
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
            "DEFAULT_OVERLAP"]
@@ -194,15 +194,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "outputs are OUT/<stem>_x<s>.<ext>.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
-    parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
-    parser.add_argument("--scale", type=int, choices=(2, 3, 4),
-                        help="upscaling factor (default: that of --weights, else 2)")
+    add_model_args(parser)
     add_inference_args(parser)
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
 
-    from . import CheckpointError, default_weights, load_model
+    from . import CheckpointError
 
     try:
         device = inference_device(args)
@@ -217,8 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         detail = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
         return _fail("no input images" + detail)
     try:
-        weights = Path(args.weights) if args.weights else default_weights(args.scale or 2)
-        model = load_model(weights, scale=args.scale).to(device)
+        model, weights = load_cli_model(args)
+        model = model.to(device)
     except CheckpointError as exc:
         return _fail(str(exc))
     scale = model.scale
