@@ -90,13 +90,23 @@ def test_tiny_engine_builds_and_serializes(graphs, precision):
     # The serialized engine deserializes only where a GPU is: building is what is checked here.
 
 
-def test_edge_fp16_engine_builds(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_edge_engines_build(tmp_path, precision):
+    """The bundled edge weights (random edge weights where they are absent) in every precision."""
     torch.manual_seed(0)
-    graph = export_onnx(lcoan.build_model("edge", 2), tmp_path / "edge_fp16.onnx", dtype="fp16")
-    result = build_engine(graph, tmp_path / "edge.engine", precision="fp16", profile=make_profile(*PROFILE),
+    bundled = REPO / "weights" / "lcoan_edge_x2.safetensors"
+    model = lcoan.load_model(bundled) if bundled.is_file() else lcoan.build_model("edge", 2)
+    graph = export_onnx(model, tmp_path / "edge.onnx", dtype="fp16" if precision == "fp16" else "fp32")
+    if precision == "int8":
+        from calib.quantize import default_exclusions, quantize
+        images = shared_path("data", "benchmark", "Set14", "LR_bicubic", "X2")
+        graph = quantize(graph, tmp_path / "edge_int8.onnx", images, num=4, tile=(48, 48),
+                         exclude=default_exclusions(graph)).path
+    result = build_engine(graph, tmp_path / "edge.engine", precision=precision, profile=make_profile(*PROFILE),
                           opt_level=0, log=lambda _m: None)
     net = result.sidecar["network"]
     assert net["inputs"] == ["lr"] and net["outputs"] == ["sr"] and net["layers"] > 1000
+    assert (net["layer_types"].get("QUANTIZE", 0) > 0) == (precision == "int8")
     assert result.engine.stat().st_size > 1_000_000
 
 
