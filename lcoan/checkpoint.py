@@ -51,32 +51,40 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 
 # --------------------------------------------------------------------------- public-code keys
-_TO_OFFICIAL = [  # (our key pattern, official key template)
-    (r"head\.(weight|bias)$", r"head.0.\1"),
-    (r"groups\.(\d+)\.blocks\.(\d+)\.conv1\.(weight|bias)$", r"body.\1.local_body.\2.body.0.\3"),
-    (r"groups\.(\d+)\.blocks\.(\d+)\.conv2\.(weight|bias)$", r"body.\1.local_body.\2.body.2.\3"),
-    (r"groups\.(\d+)\.attention\.match_conv\.(weight|bias)$", r"body.\1.attention.0.conv_match.0.\2"),
-    (r"groups\.(\d+)\.attention\.assembly_conv\.(weight|bias)$", r"body.\1.attention.0.conv_assembly.0.\2"),
-    (r"groups\.(\d+)\.attention\.kmeans\.centroids$", r"body.\1.attention.0.kmeans.means"),
-    (r"groups\.(\d+)\.attention\.kmeans\.initialized$", r"body.\1.attention.0.kmeans.initted"),
-    (r"groups\.(\d+)\.conv\.(weight|bias)$", r"body.\1.m_conv.0.\2"),
-    (r"body_conv\.(weight|bias)$", r"m_conv.0.\1"),
-    (r"upsampler\.(\d+)\.(weight|bias)$", r"tail.0.\1.\2"),
-    (r"tail_conv\.(weight|bias)$", r"tail.1.\1"),
+# (our key, the public code's key); {g} group, {b} block, {i} layer index, {p} weight or bias.
+_KEY_PAIRS = [
+    ("head.{p}", "head.0.{p}"),
+    ("groups.{g}.blocks.{b}.conv1.{p}", "body.{g}.local_body.{b}.body.0.{p}"),
+    ("groups.{g}.blocks.{b}.conv2.{p}", "body.{g}.local_body.{b}.body.2.{p}"),
+    ("groups.{g}.attention.match_conv.{p}", "body.{g}.attention.0.conv_match.0.{p}"),
+    ("groups.{g}.attention.assembly_conv.{p}", "body.{g}.attention.0.conv_assembly.0.{p}"),
+    ("groups.{g}.attention.kmeans.centroids", "body.{g}.attention.0.kmeans.means"),
+    ("groups.{g}.attention.kmeans.initialized", "body.{g}.attention.0.kmeans.initted"),
+    ("groups.{g}.conv.{p}", "body.{g}.m_conv.0.{p}"),
+    ("body_conv.{p}", "m_conv.0.{p}"),
+    ("upsampler.{i}.{p}", "tail.0.{i}.{p}"),
+    ("tail_conv.{p}", "tail.1.{p}"),
 ]
-_FROM_OFFICIAL = [
-    (re.compile(r"head\.0\.(weight|bias)$"), r"head.\1"),
-    (re.compile(r"body\.(\d+)\.local_body\.(\d+)\.body\.0\.(weight|bias)$"), r"groups.\1.blocks.\2.conv1.\3"),
-    (re.compile(r"body\.(\d+)\.local_body\.(\d+)\.body\.2\.(weight|bias)$"), r"groups.\1.blocks.\2.conv2.\3"),
-    (re.compile(r"body\.(\d+)\.attention\.0\.conv_match\.0\.(weight|bias)$"), r"groups.\1.attention.match_conv.\2"),
-    (re.compile(r"body\.(\d+)\.attention\.0\.conv_assembly\.0\.(weight|bias)$"), r"groups.\1.attention.assembly_conv.\2"),
-    (re.compile(r"body\.(\d+)\.attention\.0\.kmeans\.means$"), r"groups.\1.attention.kmeans.centroids"),
-    (re.compile(r"body\.(\d+)\.attention\.0\.kmeans\.initted$"), r"groups.\1.attention.kmeans.initialized"),
-    (re.compile(r"body\.(\d+)\.m_conv\.0\.(weight|bias)$"), r"groups.\1.conv.\2"),
-    (re.compile(r"m_conv\.0\.(weight|bias)$"), r"body_conv.\1"),
-    (re.compile(r"tail\.0\.(\d+)\.(weight|bias)$"), r"upsampler.\1.\2"),
-    (re.compile(r"tail\.1\.(weight|bias)$"), r"tail_conv.\1"),
-]
+_FIELDS = {"g": r"\d+", "b": r"\d+", "i": r"\d+", "p": "weight|bias"}
+
+
+def _pattern(template: str) -> re.Pattern:
+    regex = re.escape(template)
+    for name, body in _FIELDS.items():
+        regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>{body})")
+    return re.compile(regex)
+
+
+_OURS_TO_OFFICIAL = [(_pattern(ours), official) for ours, official in _KEY_PAIRS]
+_OFFICIAL_TO_OURS = [(_pattern(official), ours) for ours, official in _KEY_PAIRS]
+
+
+def _rename(key: str, table) -> str | None:
+    for pattern, template in table:
+        match = pattern.fullmatch(key)
+        if match:
+            return template.format(**match.groupdict())
+    return None
 
 
 def is_official_state_dict(state: dict) -> bool:
@@ -87,11 +95,9 @@ def to_official_state_dict(model: LCoAN) -> dict[str, Tensor]:
     """Our weights under the public code's key names and shapes (unused public tensors omitted)."""
     out = {}
     for key, value in model.state_dict().items():
-        for pattern, template in _TO_OFFICIAL:
-            if re.match(pattern, key):
-                new_key = re.sub(pattern, template, key)
-                out[new_key] = value.unsqueeze(0) if new_key.endswith("kmeans.means") else value
-                break
+        new_key = _rename(key, _OURS_TO_OFFICIAL)
+        if new_key is not None:
+            out[new_key] = value.unsqueeze(0) if new_key.endswith("kmeans.means") else value
     return out
 
 
@@ -126,11 +132,9 @@ def infer_official_config(state: dict, path: str | os.PathLike = "<state dict>")
 def from_official_state_dict(state: dict) -> dict[str, Tensor]:
     out = {}
     for key, value in state.items():
-        for pattern, template in _FROM_OFFICIAL:
-            if pattern.match(key):
-                new_key = pattern.sub(template, key)
-                out[new_key] = value.squeeze(0) if new_key.endswith("kmeans.centroids") else value
-                break
+        new_key = _rename(key, _OFFICIAL_TO_OURS)
+        if new_key is not None:  # unused public tensors (mean shift, `a`) have no counterpart
+            out[new_key] = value.squeeze(0) if new_key.endswith("kmeans.centroids") else value
     return out
 
 
