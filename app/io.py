@@ -157,26 +157,28 @@ class VideoSource(Source):
             is_flush = packet.size == 0
             if not is_flush:
                 self.packets += 1
-            for frame in self._frames(packet):
-                self.decoded += 1
-                if frame.is_corrupt:
-                    self.corrupt += 1
-                    continue
-                yield self._to_frame(frame, index)
+            for out in self._good_frames(self._frames(packet), index):
+                yield out
                 index += 1
         if not self._stop.is_set():
             try:  # drain delayed frames (B-frames, frame threads)
-                for frame in self.stream.codec_context.decode(None):
-                    self.decoded += 1
-                    if frame.is_corrupt:
-                        self.corrupt += 1
-                        continue
-                    yield self._to_frame(frame, index)
+                for out in self._good_frames(self.stream.codec_context.decode(None), index):
+                    yield out
                     index += 1
             except Exception:
                 pass
             # Packets with data that produced no frame were rejected or dropped by the decoder.
             self.corrupt += max(0, self.packets - self.decoded)
+
+    def _good_frames(self, frames, index: int):
+        """Decoded frames as ``Frame`` from ``index`` on; frames FFmpeg flags corrupt are counted and skipped."""
+        for frame in frames:
+            self.decoded += 1
+            if frame.is_corrupt:
+                self.corrupt += 1
+                continue
+            yield self._to_frame(frame, index)
+            index += 1
 
     def _to_frame(self, frame, index: int) -> Frame:
         image = frame.to_ndarray(format="rgb24")
