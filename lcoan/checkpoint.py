@@ -5,16 +5,17 @@ Nothing here unpickles arbitrary objects: ``torch.load(weights_only=True)`` only
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .model.network import LCoAN, LCoANConfig
+from .safeio import atomic_write  # noqa: F401  (re-exported: the project's one atomic writer)
 
 FORMAT = "lcoan"
 
@@ -27,27 +28,33 @@ class CheckpointError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-# --------------------------------------------------------------------------- atomic files
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Write through ``write(tmp_path)`` to a temporary file beside ``path``, then rename.
+# --------------------------------------------------------------------------- finiteness
+def first_non_finite(state: dict, prefix: str = "") -> tuple[str, int, int] | None:
+    """``(key, bad values, total values)`` of the first floating tensor with NaN/Inf, else None.
 
-    A crash mid-write leaves the previous file untouched.
+    Nested dicts (an EMA model's state, optimizer groups) are searched with dotted keys.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide release weights from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Tensor):
+            if value.is_floating_point() or value.is_complex():
+                bad = int((~torch.isfinite(value)).sum())
+                if bad:
+                    return name, bad, value.numel()
+        elif isinstance(value, dict):
+            found = first_non_finite(value, name + ".")
+            if found:
+                return found
+    return None
+
+
+def check_finite(state: dict, path: str | os.PathLike) -> None:
+    """Refuse weights with NaN or Inf in one line naming the file and the first bad tensor."""
+    found = first_non_finite(state)
+    if found:
+        key, bad, total = found
+        raise CheckpointError(path, f"tensor {key!r} has {bad} non-finite value(s) (NaN/Inf) of {total}; "
+                                    "these weights are broken (a diverged run?)")
 
 
 # --------------------------------------------------------------------------- public-code keys
@@ -139,12 +146,37 @@ def from_official_state_dict(state: dict) -> dict[str, Tensor]:
 
 
 # --------------------------------------------------------------------------- reading
+def _load_error_reason(exc: BaseException) -> str:
+    """The informative part of a ``torch.load`` failure.
+
+    A refused pickle's message starts with a paragraph of advice about ``weights_only=False``;
+    the actual reason (the forbidden global) comes later, and that is what the user needs.
+    """
+    text = str(exc)
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found:
+        return f"refused to unpickle: it loads the forbidden global {found.group(1)}; only tensors are accepted"
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
+    if match:
+        return f"refused to unpickle: {match.group(1).strip()[:200]}"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = lines[0].split(". ")[0].rstrip(".")  # later sentences are generic advice
+    if "zip archive" in first or "central directory" in first:
+        first += "; the file is truncated or damaged"
+    return first[:200]
+
+
 def _torch_load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with forbidden globals, not a torch file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"not a readable weights file ({first_line[:160]})") from None
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip format nor a pickle
+            raise CheckpointError(path, "not a PyTorch weights file (neither a zip archive nor a pickle)") from None
+        raise CheckpointError(path, f"not a readable weights file ({_load_error_reason(exc)})") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor], dict]:
@@ -159,16 +191,27 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor], d
                 meta = fh.metadata() or {}
                 state = {k: fh.get_tensor(k) for k in fh.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(path, f"not a readable safetensors file ({exc})") from None
+            raise CheckpointError(path, f"not a readable safetensors file ({' '.join(str(exc).split())})") from None
         if meta.get("format") != FORMAT or "config" not in meta:
             raise CheckpointError(path, "safetensors file has no LCoAN config in its metadata")
-        return json.loads(meta["config"]), state, {}
+        check_finite(state, path)
+        try:
+            config = json.loads(meta["config"])
+        except ValueError as exc:
+            raise CheckpointError(path, f"broken config JSON in the metadata ({exc})") from None
+        return config, state, {}
     raw = _torch_load(path)
     if not isinstance(raw, dict):
         raise CheckpointError(path, f"expected a dict of tensors, found {type(raw).__name__}")
     if raw.get("format") == FORMAT:
+        if not isinstance(raw.get("model"), dict) or not isinstance(raw.get("config"), dict):
+            raise CheckpointError(path, "LCoAN checkpoint without 'model' and 'config' entries")
+        check_finite(raw["model"], path)
+        if isinstance(raw.get("ema_model"), dict):
+            check_finite(raw["ema_model"], f"{path} (ema_model)")
         return dict(raw["config"]), raw["model"], raw
     if is_official_state_dict(raw):
+        check_finite(raw, path)
         return infer_official_config(raw, path), from_official_state_dict(raw), {}
     raise CheckpointError(path, "neither an LCoAN checkpoint nor a public-code LCoAN state dict")
 
@@ -201,14 +244,18 @@ def build_from_checkpoint(path: str | os.PathLike, **overrides) -> tuple[LCoAN, 
 # --------------------------------------------------------------------------- writing
 def save_safetensors(model: LCoAN, path: str | os.PathLike, extra_metadata: dict | None = None) -> None:
     """Release weights: tensors plus the config in the metadata, written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    check_finite(state, path)  # never publish broken weights
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(path, save(state, metadata=meta))
 
 
 def save_checkpoint(path: str | os.PathLike, model: LCoAN, **extras) -> None:
     """Training checkpoint: model, config and any extras (optimizer, step, RNG), atomically."""
     payload = {"format": FORMAT, "config": model.config.to_dict(), "model": model.state_dict(), **extras}
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    check_finite(payload["model"], path)  # a good last.pt is never replaced by a diverged model
+    buffer = io.BytesIO()  # serialised in memory: a full disk then fails in a plain write, as ENOSPC
+    torch.save(payload, buffer)
+    atomic_write(path, buffer.getbuffer())

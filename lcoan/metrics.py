@@ -8,6 +8,9 @@
   quantisation and shave): 11x11 Gaussian window with sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``,
   ``L = 255``, 'valid' filtering, population (not sample) variances; the mean of the SSIM map.
 
+An image with any NaN or Inf (SR or HR) scores NaN: never a number, and never the ``inf`` of a
+perfect match.
+
 Inputs are torch tensors ``CHW`` or ``NCHW`` (or numpy ``HxWxC`` arrays) in ``[0, 1]``. One-channel
 images are used as they are (no conversion). Computation is in float64. Single images give a
 Python float, batches a float64 tensor with one value per image.
@@ -68,6 +71,9 @@ def _prepare(sr: Array, hr: Array, shave: int):
         sr, hr = sr[None], hr[None]
     if sr.dim() != 4:
         raise ValueError(f"expected CHW or NCHW, got shape {tuple(sr.shape)}")
+    # Quantising clamps, which would score +Inf as a white pixel: an image with any NaN/Inf is
+    # marked here and scored NaN, never a (perfect) number.
+    broken = ~(torch.isfinite(sr).flatten(1).all(dim=1) & torch.isfinite(hr).flatten(1).all(dim=1))
     sr = quantize(sr.double())
     hr = quantize(hr.double())  # HR from 8-bit files: only removes float32 representation error
     y_sr, y_hr = rgb_to_y(sr), rgb_to_y(hr)
@@ -76,7 +82,7 @@ def _prepare(sr: Array, hr: Array, shave: int):
         y_hr = y_hr[..., shave:-shave, shave:-shave]
     if y_sr.shape[-1] <= 0 or y_sr.shape[-2] <= 0:
         raise ValueError(f"image too small for shave={shave}")
-    return y_sr, y_hr, single
+    return y_sr, y_hr, single, broken
 
 
 def _out(values: torch.Tensor, single: bool):
@@ -85,9 +91,11 @@ def _out(values: torch.Tensor, single: bool):
 
 def psnr_y(sr: Array, hr: Array, shave: int = 0):
     """PSNR (dB) on the Y channel; ``sr`` is quantised to 8 bits, borders of ``shave`` px removed."""
-    y_sr, y_hr, single = _prepare(sr, hr, shave)
+    y_sr, y_hr, single, broken = _prepare(sr, hr, shave)
     mse = (y_sr - y_hr).pow(2).flatten(1).mean(dim=1)
+    # `mse > 0` is False for NaN, so NaN is tested first: only a true zero error scores inf
     psnr = torch.where(mse > 0, -10.0 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, math.inf))
+    psnr = torch.where(broken.to(psnr.device) | torch.isnan(mse), torch.full_like(mse, math.nan), psnr)
     return _out(psnr, single)
 
 
@@ -100,7 +108,7 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim_y(sr: Array, hr: Array, shave: int = 0):
     """SSIM on the Y channel in ``[0, 255]`` as MATLAB ``ssim`` (see the module docstring)."""
-    y_sr, y_hr, single = _prepare(sr, hr, shave)
+    y_sr, y_hr, single, broken = _prepare(sr, hr, shave)
     x, y = y_sr * 255.0, y_hr * 255.0
     if min(x.shape[-2:]) < 11:
         raise ValueError("ssim_y: image (after shave) must be at least 11x11")
@@ -111,4 +119,5 @@ def ssim_y(sr: Array, hr: Array, shave: int = 0):
     syy = F.conv2d(y * y, win) - mu_y * mu_y
     sxy = F.conv2d(x * y, win) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
-    return _out(ssim_map.flatten(1).mean(dim=1), single)
+    ssim = ssim_map.flatten(1).mean(dim=1)
+    return _out(torch.where(broken.to(ssim.device), torch.full_like(ssim, math.nan), ssim), single)

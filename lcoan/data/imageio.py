@@ -18,19 +18,21 @@ Every failure raises :class:`ImageReadError`, whose message is one line naming t
 MATLAB-style processing and compact caching.
 
 :func:`write_image` writes 8-bit (any Pillow format) or 16-bit (PNG) files atomically: it writes a
-temporary file in the target directory and renames it with ``os.replace``.
+temporary file in the target directory and renames it with ``os.replace``
+(:func:`lcoan.safeio.atomic_output`).
 """
 from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..safeio import atomic_output
 
 __all__ = [
     "ImageReadError",
@@ -251,33 +253,25 @@ def write_image(path: PathLike, array, bits: int = 8) -> Path:
     arr = _as_hwc(array)
     maxval, dtype = (255, np.uint8) if bits == 8 else (65535, np.uint16)
     if np.issubdtype(arr.dtype, np.floating):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:  # clipping would turn NaN into black and Inf into white without a word
+            raise ValueError(f"write_image: {path}: {bad} non-finite value(s) (NaN/Inf) in the image; not written")
         arr = np.floor(np.clip(arr.astype(np.float64), 0.0, 1.0) * maxval + 0.5).astype(dtype)
     elif arr.dtype != dtype:
         raise TypeError(f"write_image: {arr.dtype} data cannot be written with bits={bits}")
     suffix = path.suffix.lower()
     if bits == 16 and suffix != ".png":
         raise ValueError("write_image: 16-bit output is only supported for .png files")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    if bits == 8:
+        fmt = Image.registered_extensions().get(suffix)
+        if fmt is None:
+            raise ValueError(f"write_image: unknown image extension '{suffix}'")
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
             if bits == 16:
                 _write_png16(f, arr)
             else:
                 c = arr.shape[2]
                 img = Image.fromarray(arr[:, :, 0] if c == 1 else arr, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c])
-                fmt = Image.registered_extensions().get(suffix)
-                if fmt is None:
-                    raise ValueError(f"write_image: unknown image extension '{suffix}'")
                 img.save(f, format=fmt)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return path

@@ -1,0 +1,200 @@
+"""Output files that never destroy data: the one place where this project writes a final file.
+
+* :func:`atomic_write` / :func:`atomic_output`: the file is written under a temporary name in the
+  target's own folder (same file system, so the rename is atomic), flushed to disk, given the
+  usual mode (``0666 & ~umask``; ``mkstemp`` would leave ``0600``) and renamed over the target
+  with ``os.replace``. A failure at any point (full disk, Ctrl-C, crash, an exception in the
+  writer) removes the temporary file and leaves an earlier file at the target untouched.
+* :func:`refuse_overwrite`: an output that is one of the inputs (same resolved path, or the same
+  file through a hard link, a symlink or a bind mount: ``os.path.samefile``) is refused.
+* :func:`remove_orphans`: temporary files that a killed process left beside a target.
+* :class:`OutputError`: one line naming the file and the problem ("no space left on device").
+
+Temporary names are ``.<name>.<random>.tmp<suffix>``: hidden, recognisable for
+:func:`remove_orphans`, and ending in the target's suffix so that writers which pick a format
+from the file name (FFmpeg muxers, Pillow) still pick the right one.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Union
+
+__all__ = ["OutputError", "SameFileError", "AtomicFile", "atomic_write", "atomic_output", "refuse_overwrite",
+           "same_file", "remove_orphans", "temp_prefix", "describe_os_error"]
+
+PathLike = Union[str, os.PathLike]
+
+_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EFBIG: "no space left: file size limit reached",
+             errno.EDQUOT: "no space left: disk quota exceeded"}
+
+
+class OutputError(OSError):
+    """An output that cannot be written; ``str()`` is one line naming the file and the problem."""
+
+    def __init__(self, path: PathLike, problem: str):
+        self.path, self.problem = str(path), " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}")
+
+    def __str__(self) -> str:  # OSError's own __str__ would add errno formatting
+        return self.args[0]
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))
+
+
+class SameFileError(OutputError):
+    """The output is one of the inputs."""
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """A short reason for an OSError; full disks and size limits always say "no space left"."""
+    code = getattr(exc, "errno", None)
+    if code in _NO_SPACE:
+        return _NO_SPACE[code]
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def temp_prefix(path: PathLike) -> str:
+    return f".{Path(path).name}."
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(folder, "cannot create the output folder: a file of that name exists") from None
+    except OSError as exc:
+        raise OutputError(folder, f"cannot create the output folder: {describe_os_error(exc)}") from None
+
+
+class AtomicFile:
+    """A temporary file beside ``path`` that :meth:`commit` renames to ``path``.
+
+    For writers that stay open for a while (a video encoder): open ``tmp``, write, close it, then
+    :meth:`commit`; :meth:`discard` (or a failed commit) removes ``tmp`` and leaves ``path`` as it
+    was. ``OSError`` becomes a one-line :class:`OutputError` naming ``path``.
+    """
+
+    def __init__(self, path: PathLike, mode: int | None = None):
+        self.path, self.mode, self.done = Path(path), mode, False
+        _mkdir(self.path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".tmp" + self.path.suffix,
+                                       dir=self.path.parent)
+        except OSError as exc:
+            raise OutputError(self.path, f"cannot write: {describe_os_error(exc)}") from None
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        if self.done:
+            return self.path
+        try:
+            with open(self.tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(self.tmp, (0o666 & ~_umask()) if self.mode is None else self.mode)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise OutputError(self.path, f"cannot write: {describe_os_error(exc)}") from None
+        self.done = True
+        return self.path
+
+    def discard(self) -> None:
+        self.done = True
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on a clean exit it becomes ``path``.
+
+    Whatever the block writes to the temporary path is fsynced and renamed over ``path`` when the
+    block ends without an exception; on an exception (or KeyboardInterrupt) the temporary file is
+    removed and ``path`` is left as it was. ``OSError`` from the block or the rename becomes a
+    one-line :class:`OutputError` naming ``path``.
+    """
+    out = AtomicFile(path, mode)
+    try:
+        yield out.tmp
+    except OutputError:
+        out.discard()
+        raise
+    except OSError as exc:
+        out.discard()
+        raise OutputError(out.path, f"cannot write: {describe_os_error(exc)}") from None
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+
+
+def atomic_write(path: PathLike, data: Union[bytes, str, Callable[[Path], object]], mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``.
+
+    ``data`` is ``bytes``, ``str`` (UTF-8) or a callable ``write(tmp_path)`` that writes the file.
+    Prefer bytes where a library can serialise to memory: a plain ``write`` reports a full disk as
+    ``ENOSPC``, where some C++ writers only say ``unexpected pos``.
+    """
+    path = Path(path)
+    with atomic_output(path, mode) as tmp:
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same file or folder (resolved path or same inode)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # symlink loops
+        pass
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def refuse_overwrite(output: PathLike, inputs: Iterable[PathLike], what: str = "output") -> None:
+    """Raise :class:`SameFileError` if ``output`` is one of ``inputs``.
+
+    Every tool calls this for each file or folder it writes, before it reads anything, so that a
+    run never writes over its own input, whatever spelling, symlink or hard link names it.
+    """
+    for item in inputs:
+        if item is not None and same_file(output, item):
+            raise SameFileError(output, f"the {what} is the input '{item}'; refusing to overwrite it")
+
+
+def remove_orphans(path: PathLike) -> list[Path]:
+    """Remove temporary files that an interrupted :func:`atomic_write` of ``path`` left behind."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = temp_prefix(path)
+    for entry in path.parent.iterdir():
+        name = entry.name
+        if name.startswith(prefix) and ".tmp" in name[len(prefix):] and entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
