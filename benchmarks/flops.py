@@ -23,6 +23,14 @@ def count_gflops(preset: str, scale: int, h: int, w: int, attention: str = "lcoa
     return counter.get_total_flops() / 1e9
 
 
+def mflops_per_pixel(model, h: int = 90, w: int = 160) -> float:
+    """Whole-model MFLOP per LR pixel, attention included (FLOPs grow ~linearly with pixels)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(torch.rand(1, 3, h, w))
+    return counter.get_total_flops() / 1e6 / (h * w)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr", nargs="+", default=["128x128", "270x480"])

@@ -12,6 +12,8 @@ PRESETS: dict[str, dict] = {
                   match_dim=128, res_scale=0.1),
     "edge": dict(n_feats=64, n_groups=5, n_blocks=2, n_clusters=64, window_size=128,
                  match_dim=32, res_scale=0.1),
+    "realtime": dict(n_feats=32, n_groups=4, n_blocks=2, n_clusters=64, window_size=64,
+                     match_dim=16, res_scale=0.1),
     "tiny": dict(n_feats=16, n_groups=3, n_blocks=1, n_clusters=8, window_size=16,
                  match_dim=8, res_scale=0.1),
 }

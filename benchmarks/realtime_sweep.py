@@ -1,0 +1,110 @@
+"""The sweep that chose the ``realtime`` preset: width, depth, window and match dim under the
+0.8 MFLOP per LR pixel budget, each trained on the same short CPU budget.
+
+    python -m benchmarks.realtime_sweep [--steps 1200] [--parallel 2] [--json out/benchmarks/realtime_sweep.json]
+
+Each candidate trains with ``configs/realtime_x2_291.yaml`` (shortened to ``--steps``, no LR
+decay) in its own process with one thread, then reports parameters, MFLOP per LR pixel
+(``benchmarks.flops``), PyTorch CPU fps at 360p -> 720p (one thread, min of 3), and Set5/Set14
+Y-PSNR (``lcoan.evaluate``). The short budget ranks the candidates; it does not give their
+final quality.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .common import machine, print_table, write_json
+
+# (name, model overrides): the first is the preset as shipped
+CANDIDATES: list[tuple[str, dict]] = [
+    ("32f-4g2b-w64-m16", dict(n_feats=32, n_groups=4, n_blocks=2, window_size=64, match_dim=16)),
+    ("32f-4g2b-w32-m16", dict(n_feats=32, n_groups=4, n_blocks=2, window_size=32, match_dim=16)),
+    ("32f-4g2b-w64-m8", dict(n_feats=32, n_groups=4, n_blocks=2, window_size=64, match_dim=8)),
+    ("40f-3g2b-w64-m16", dict(n_feats=40, n_groups=3, n_blocks=2, window_size=64, match_dim=16)),
+    ("32f-6g1b-w64-m16", dict(n_feats=32, n_groups=6, n_blocks=1, window_size=64, match_dim=16)),
+]
+CONFIG = "configs/realtime_x2_291.yaml"
+
+
+def train_command(name: str, overrides: dict, steps: int, out_root: Path) -> list[str]:
+    sets = [f"model.{k}={v}" for k, v in overrides.items()]
+    sets += [f"train.steps={steps}", "train.milestones=[]", f"train.val_every={steps}",
+             f"train.ckpt_every={max(100, steps // 10)}", f"train.out={out_root / name}"]
+    cmd = [sys.executable, "-m", "lcoan.train", "--config", CONFIG]
+    for item in sets:
+        cmd += ["--set", item]
+    if (out_root / name / "last.pt").is_file():
+        cmd += ["--resume"]
+    return cmd
+
+
+def fps_360p(model) -> float:
+    x = torch.rand(1, 3, 360, 640)
+    best = float("inf")
+    with torch.no_grad():
+        model(x)
+        for _ in range(3):
+            start = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - start)
+    return 1.0 / best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--parallel", type=int, default=2, help="trainings at once, one thread each")
+    parser.add_argument("--out", default="runs/sweep")
+    parser.add_argument("--json", default="out/benchmarks/realtime_sweep.json")
+    args = parser.parse_args(argv)
+    out_root = Path(args.out)
+    pending = [(n, o) for n, o in CANDIDATES if not (out_root / n / "final.safetensors").is_file()]
+    running: list[tuple[str, subprocess.Popen]] = []
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            name, overrides = pending.pop(0)
+            (out_root / name).mkdir(parents=True, exist_ok=True)
+            log = open(out_root / name / "train.log", "a")
+            running.append((name, subprocess.Popen(train_command(name, overrides, args.steps, out_root),
+                                                   stdout=log, stderr=subprocess.STDOUT)))
+        time.sleep(5)
+        for item in list(running):
+            if item[1].poll() is not None:
+                running.remove(item)
+                if item[1].returncode:
+                    print(f"{item[0]}: training failed (exit {item[1].returncode}); see {out_root / item[0] / 'train.log'}")
+
+    from lcoan import build_model, load_model
+    from lcoan.evaluate import evaluate
+
+    from .flops import mflops_per_pixel
+    torch.set_num_threads(1)
+    rows = []
+    for name, overrides in CANDIDATES:
+        weights = out_root / name / "final.safetensors"
+        if not weights.is_file():
+            continue
+        model = load_model(weights)
+        scores = evaluate(model, sets=["Set5", "Set14"], progress=False)
+        none = build_model("realtime", scale=2, **overrides, attention="none").eval()
+        rows.append({"candidate": name, "params_k": model.num_parameters() / 1e3,
+                     "mflop_px": mflops_per_pixel(model), "fps_360p": fps_360p(model),
+                     "fps_360p_none": fps_360p(none),
+                     "set5": scores["sets"]["Set5"]["model"]["psnr"],
+                     "set14": scores["sets"]["Set14"]["model"]["psnr"]})
+    print(f"\n{machine()}; {args.steps} steps each (batch 8, LR patch 40, T91+BSD200), x2\n")
+    print_table(rows, [("candidate", "candidate"), ("params_k", "params (k)"), ("mflop_px", "MFLOP/LR px"),
+                       ("fps_360p", "CPU fps 360p->720p"), ("fps_360p_none", "same, attention=none"),
+                       ("set5", "Set5 PSNR"), ("set14", "Set14 PSNR")])
+    write_json(args.json, {"machine": machine(), "steps": args.steps, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
