@@ -3,6 +3,7 @@
 
 #include "cluster_sort_kernel.cuh"
 
+#include <atomic>
 #include <cstdio>
 #include <exception>
 #include <limits>
@@ -53,14 +54,16 @@ bool splitBatch(Dims const& d, int32_t& B, int32_t& N) noexcept
 
 } // namespace
 
-LCoAClusterSortPlugin::LCoAClusterSortPlugin(int32_t numClusters)
+LCoAClusterSortPlugin::LCoAClusterSortPlugin(int32_t numClusters, int64_t workspaceBytes)
     : mNumClusters(numClusters)
+    , mWorkspaceBytes(workspaceBytes)
 {
     initFieldsToSerialize();
 }
 
 LCoAClusterSortPlugin::LCoAClusterSortPlugin(LCoAClusterSortPlugin const& other)
     : mNumClusters(other.mNumClusters)
+    , mWorkspaceBytes(other.mWorkspaceBytes)
 {
     // Never copy mDataToSerialize: its PluginField points at the other object's member.
     initFieldsToSerialize();
@@ -70,6 +73,7 @@ void LCoAClusterSortPlugin::initFieldsToSerialize()
 {
     mDataToSerialize.clear();
     mDataToSerialize.emplace_back(kNUM_CLUSTERS_FIELD, &mNumClusters, PluginFieldType::kINT32, 1);
+    mDataToSerialize.emplace_back(kWORKSPACE_BYTES_FIELD, &mWorkspaceBytes, PluginFieldType::kINT64, 1);
     mFCToSerialize.nbFields = static_cast<int32_t>(mDataToSerialize.size());
     mFCToSerialize.fields = mDataToSerialize.data();
 }
@@ -138,6 +142,7 @@ int32_t LCoAClusterSortPlugin::configurePlugin(
         logError("LCoAClusterSort: expects 1 input and 2 outputs");
         return -1;
     }
+    noteWorkspace(in[0].max);
     return 0;
 }
 
@@ -180,6 +185,17 @@ int32_t LCoAClusterSortPlugin::getOutputShapes(DimsExprs const* inputs, int32_t 
     return 0;
 }
 
+void LCoAClusterSortPlugin::noteWorkspace(Dims const& maxDims) const noexcept
+{
+    int32_t B = 0;
+    int32_t N = 0;
+    if (splitBatch(maxDims, B, N))
+    {
+        int64_t const bytes = static_cast<int64_t>(lcoanClusterSortWorkspaceSize(B, N, mNumClusters));
+        mWorkspaceBytes = bytes > mWorkspaceBytes ? bytes : mWorkspaceBytes;
+    }
+}
+
 size_t LCoAClusterSortPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
@@ -194,6 +210,7 @@ size_t LCoAClusterSortPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* in
     {
         return 0;
     }
+    noteWorkspace(inputs[0].max);
     return lcoanClusterSortWorkspaceSize(B, N, mNumClusters);
 }
 
@@ -223,14 +240,37 @@ int32_t LCoAClusterSortPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugin
         logError("LCoAClusterSort: unsupported input shape");
         return -1;
     }
+    size_t const needed = lcoanClusterSortWorkspaceSize(B, N, mNumClusters);
+    size_t reserved = static_cast<size_t>(mWorkspaceBytes > 0 ? mWorkspaceBytes : 0);
+    if (mWorkspaceBytes <= 0)
+    {
+        // Only an engine serialized without the field gets here; its size is not known, so the
+        // kernel's own bounds check cannot help.
+        static std::atomic<bool> warned{false};
+        if (!warned.exchange(true))
+        {
+            logError("LCoAClusterSort: the engine does not record its workspace size (built by an older "
+                     "plugin); rebuild it so that the kernel can check the workspace");
+        }
+        reserved = needed;
+    }
     int const status = lcoanClusterSort(static_cast<int32_t const*>(inputs[0]), static_cast<int32_t*>(outputs[0]),
-        static_cast<int32_t*>(outputs[1]), B, N, mNumClusters, workspace,
-        lcoanClusterSortWorkspaceSize(B, N, mNumClusters), stream);
+        static_cast<int32_t*>(outputs[1]), B, N, mNumClusters, workspace, reserved, stream);
     if (status != 0)
     {
-        char msg[160];
-        std::snprintf(msg, sizeof(msg), "LCoAClusterSort: kernel launch failed: %s",
-            cudaGetErrorString(static_cast<cudaError_t>(status)));
+        char msg[256];
+        if (needed > reserved)
+        {
+            std::snprintf(msg, sizeof(msg),
+                "LCoAClusterSort: workspace too small for ids [%d, %d]: needs %zu bytes, TensorRT reserved %zu "
+                "(shape above the profile the engine was built for?)",
+                B, N, needed, reserved);
+        }
+        else
+        {
+            std::snprintf(msg, sizeof(msg), "LCoAClusterSort: kernel launch failed: %s",
+                cudaGetErrorString(static_cast<cudaError_t>(status)));
+        }
         logError(msg);
         return -1;
     }

@@ -26,6 +26,10 @@ constexpr char const* kCLUSTER_SORT_NAME = "LCoAClusterSort";
 constexpr char const* kCLUSTER_SORT_VERSION = "1";
 constexpr char const* kCLUSTER_SORT_NAMESPACE = "lcoan";
 constexpr char const* kNUM_CLUSTERS_FIELD = "num_clusters";
+//! Serialized with the engine only (not an ONNX attribute): the workspace TensorRT reserved for the
+//! layer, i.e. what getWorkspaceSize() returned for the profile's max shape. enqueue() gets no size
+//! argument, so this is how the runtime instance knows it.
+constexpr char const* kWORKSPACE_BYTES_FIELD = "workspace_bytes";
 
 //! Report an error through the TensorRT logger (found via setLoggerFinder) or stderr.
 void logError(char const* msg) noexcept;
@@ -36,7 +40,7 @@ class LCoAClusterSortPlugin : public nvinfer1::IPluginV3,
                               public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    explicit LCoAClusterSortPlugin(int32_t numClusters);
+    explicit LCoAClusterSortPlugin(int32_t numClusters, int64_t workspaceBytes = 0);
     LCoAClusterSortPlugin(LCoAClusterSortPlugin const& other);
     LCoAClusterSortPlugin& operator=(LCoAClusterSortPlugin const&) = delete;
     ~LCoAClusterSortPlugin() override = default;
@@ -77,10 +81,20 @@ public:
         return mNumClusters;
     }
 
+    //! Workspace bytes TensorRT reserves for this layer (0 = not known yet).
+    int64_t workspaceBytes() const noexcept
+    {
+        return mWorkspaceBytes;
+    }
+
 private:
     void initFieldsToSerialize();
+    void noteWorkspace(nvinfer1::Dims const& maxDims) const noexcept;
 
     int32_t mNumClusters;
+    // Largest size getWorkspaceSize() reported (one call per profile): what TensorRT reserves.
+    // Mutable because getWorkspaceSize() is const.
+    mutable int64_t mWorkspaceBytes;
     std::vector<nvinfer1::PluginField> mDataToSerialize;
     nvinfer1::PluginFieldCollection mFCToSerialize{};
 };
