@@ -24,8 +24,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("input", nargs="?", help="video file, image folder, glob, pattern (frames_%%04d.png), "
-                   "camera:N or synthetic:N[xWxH]")
-    p.add_argument("-o", "--output", help="video file (.mp4/.mkv/.mov/.avi/.webm), image folder, or 'null' "
+                   "camera:N, csi:N, rtsp://..., 'gst:PIPELINE ! appsink' or synthetic:N[xWxH]")
+    p.add_argument("-o", "--output", help="video file (.mp4/.mkv/.mov/.avi/.webm), image folder, 'null', "
+                   "'gst:appsrc ! PIPELINE', gst:FILE, udp://HOST:PORT or rtsp://... (GStreamer) "
                    "(default: <input>_x<scale>.mp4 or <folder>_x<scale>/; nothing for cameras/synthetic)")
     p.add_argument("--backend", choices=BACKENDS, help="default: from --model's type; torch without --model")
     p.add_argument("--model", help="F.engine | F.onnx | W.safetensors | random:PRESET (default: bundled weights)")
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_output(spec: str, scale: int) -> Optional[str]:
-    if spec.startswith(("camera:", "synthetic:")):
+    if spec.startswith(("camera:", "synthetic:", "gst:", "csi:", "rtsp://", "rtsps://")):
         return None
     path = Path(spec.rstrip("/"))
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES + (".mpg", ".mpeg", ".flv", ".wmv"):
@@ -101,6 +102,8 @@ def print_summary(s: dict, stream=sys.stderr) -> None:
     lat = s["latency_ms"]
     parts = ", ".join(f"{k} {lat[k]['mean']:.1f}/{lat[k]['p50']:.1f}/{lat[k]['p99']:.1f}"
                       for k in STAGES + ("e2e",) if lat[k]["count"])
+    if lat.get("capture", {}).get("count"):  # live GStreamer sources: capture time -> encoded
+        parts += f", capture->encoded {lat['capture']['p50']:.1f}/{lat['capture']['p99']:.1f} (p50/p99)"
     print(f"{s['frames_out']}/{s['frames_in']} frames out/in, {s['dropped']} dropped, {s['corrupt']} corrupt, "
           f"{s['fps']:.2f} fps, {s['backend']} {s['precision']} on {s['device']}; "
           f"latency ms mean/p50/p99: {parts}; RSS {s['rss_mb']['start']:.0f} -> {s['rss_mb']['end']:.0f} MiB",
@@ -122,7 +125,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
         if args.simulate_latency_ms > 0:
             backend = SlowedBackend(backend, args.simulate_latency_ms / 1e3)
-        source = open_source(spec)
+        source = open_source(spec, queue_size=args.queue_size)
         if source.fps is None:
             from fractions import Fraction
             source.fps = Fraction(args.fps).limit_denominator(1001)

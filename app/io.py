@@ -260,8 +260,13 @@ def _sequence_files(pattern: str) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
-def open_source(spec: str) -> Source:
-    """The source for a command-line INPUT (see the module docstring)."""
+def open_source(spec: str, queue_size: int = 4) -> Source:
+    """The source for a command-line INPUT (see the module docstring; GStreamer inputs in
+    :mod:`app.gst`)."""
+    if spec.startswith(("gst:", "csi:", "rtsp://", "rtsps://", "camera:")):
+        from . import gst
+        if gst.wants_source(spec):
+            return gst.open_gst_source(spec, queue_size=queue_size)
     if spec.startswith("camera:"):
         av = _require_av()
         device = spec.split(":", 1)[1] or "0"
@@ -468,6 +473,10 @@ def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
               crf: Optional[int] = None) -> Sink:
     if spec is None or spec == "null":
         return NullSink()
+    if spec.startswith(("gst:", "udp://", "rtsp://", "rtsps://")) or Path(spec).suffix.lower() in VIDEO_SUFFIXES:
+        from . import gst
+        if gst.wants_sink(spec, codec):
+            return gst.open_gst_sink(spec, source, crf=crf)
     suffix = Path(spec).suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return VideoSink(spec, source.fps, source.time_base, audio=source.audio, codec=codec, crf=crf)

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from .io import Frame, Passthrough
+from .io import Frame, Passthrough, SourceError
 from .preview import write_preview
 
 __all__ = ["PipelineConfig", "Pipeline", "LatencyHistogram", "rss_mb", "STAGES"]
@@ -118,7 +118,8 @@ class Pipeline:
             raise ValueError("batch must be >= 1")
         n = max(1, self.cfg.queue_size)
         self.queues = {name: queue.Queue(maxsize=n) for name in ("pre", "infer", "post", "encode")}
-        self.latency = {name: LatencyHistogram() for name in STAGES + ("e2e",)}
+        # "capture": capture time stamp -> encoded, for sources that stamp frames (live GStreamer)
+        self.latency = {name: LatencyHistogram() for name in STAGES + ("e2e", "capture")}
         self.queue_max = {name: 0 for name in self.queues}
         self.frames_in = self.frames_out = self.dropped = self.discarded = 0
         self._count_lock = threading.Lock()
@@ -206,6 +207,9 @@ class Pipeline:
                     item.t_source = time.perf_counter()
                     if not self._put("pre", item):
                         return
+        except SourceError as exc:  # the input broke mid-stream: frames already read still finish
+            if self.error is None:
+                self.error, self.error_stage = exc, "decode"
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._fail("decode", exc)
         finally:
@@ -354,6 +358,8 @@ class Pipeline:
                 now = time.perf_counter()
                 self.latency["encode"].add(now - t)
                 self.latency["e2e"].add(now - item.t_source)
+                if "capture" in item.stamps:
+                    self.latency["capture"].add(now - item.stamps["capture"])
                 with self._count_lock:
                     self.frames_out += 1
                 if self.frames_out == self.WARM_FRAMES:
@@ -396,12 +402,14 @@ class Pipeline:
     def summary(self) -> dict:
         be = self.backend
         wall = max(getattr(self, "t_end", time.perf_counter()) - self.t_start, 1e-9)
-        dropped = self.dropped + self.discarded
+        dropped_source = int(getattr(self.source, "dropped", 0))  # a live source's own bounded queue
+        dropped = self.dropped + self.discarded + dropped_source
         return {
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "dropped": dropped,
             "dropped_realtime": self.dropped,
+            "dropped_source": dropped_source,
             "discarded_on_interrupt": self.discarded,
             "corrupt": int(getattr(self.source, "corrupt", 0)),
             "rescaled": int(getattr(self.sink, "rescaled", 0)),
@@ -416,7 +424,10 @@ class Pipeline:
             "batch": self.cfg.batch,
             "tile": self.cfg.tile,
             "realtime": self.cfg.realtime,
-            "latency_ms": {name: h.summary_ms() for name, h in self.latency.items()},
+            "latency_ms": {name: h.summary_ms() for name, h in self.latency.items()}
+            # a sink that encodes asynchronously (GStreamer) times capture -> encoder output itself
+            | ({"capture": self.sink.capture_latency.summary_ms()}
+               if getattr(self.sink, "capture_latency", None) is not None else {}),
             "queue_depth_max": dict(self.queue_max),
             "previews": self.previews,
             "rss_mb": {"start": round(getattr(self, "rss_start", float("nan")), 1),
