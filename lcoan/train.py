@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+import dataclasses
+import difflib
 import math
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,12 +28,15 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 
 from . import build_model
-from .checkpoint import CheckpointError, build_from_checkpoint, read_checkpoint, save_checkpoint, save_safetensors
+from .checkpoint import (CheckpointError, build_from_checkpoint, first_non_finite, read_checkpoint,  # noqa: F401
+                         save_checkpoint, save_safetensors)
+from .safeio import OutputError, refuse_overwrite, remove_orphans
 
 DEFAULTS: dict = {
     "model": {"preset": "edge", "scale": 2},
     "data": {"root": None, "train": ["train/T91", "train/BSD200"], "paired": False, "patch": 48,
-             "repeat": 1, "workers": 2, "val": "benchmark/Set5", "val_max_images": 5},
+             "repeat": 1, "workers": 2, "val": "benchmark/Set5", "val_max_images": 5,
+             "hr_dir": "HR", "lr_dir": "LR_bicubic/X{s}"},
     "train": {"steps": 1000, "batch_size": 16, "lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
               "milestones": [], "gamma": 0.5, "seed": 0, "ckpt_every": 500, "val_every": 500,
               "log_every": 20, "weight_ema": 0.0, "amp": True, "init_from": None, "out": "runs/edge_x2",
@@ -46,22 +52,150 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+class ConfigError(ValueError):
+    """A config entry that is unknown or of the wrong type; one line naming the key."""
+
+
+# The schema is DEFAULTS itself (each value's type), plus what DEFAULTS cannot say: entries that
+# may be null, list item types, and the model section, which takes any LCoANConfig field.
+_NULLABLE = {"data.root", "data.val", "train.init_from"}
+_ITEMS = {"data.train": str, "train.betas": float, "train.milestones": int, "model.rgb_mean": float}
+_STR_OR_LIST = {"data.train"}
+RUN_FILES = ("last.pt", "best.safetensors", "final.safetensors")
+
+
+def _model_schema() -> dict:
+    from .model.network import LCoANConfig
+    fields = {f.name: f.default for f in dataclasses.fields(LCoANConfig)}
+    return {"preset": "edge", **fields}
+
+
+def _schema() -> dict:
+    return {"model": _model_schema(), "data": DEFAULTS["data"], "train": DEFAULTS["train"]}
+
+
+def _closest(name: str, choices) -> str:
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else f" (valid: {', '.join(sorted(choices))})"
+
+
+def _kind(example) -> type:
+    if isinstance(example, bool):
+        return bool
+    if isinstance(example, (list, tuple)):
+        return list
+    return type(example)
+
+
+def _coerce(key: str, value, expected: type, item: type | None = None):
+    """``value`` as ``expected``; YAML 1.1 reads ``5e-4`` as a string, so numeric strings convert."""
+    def bad(reason: str = ""):
+        shown = repr(value) if not isinstance(value, str) else f"'{value}'"
+        return ConfigError(f"config key {key!r}: expected {expected.__name__}"
+                           + (f" of {item.__name__}" if item else "") + f", got {shown}" + reason)
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if expected in (int, float):
+        if isinstance(value, bool) or value is None:
+            raise bad()
+        if isinstance(value, str):
+            try:
+                value_num = float(value.strip())
+            except ValueError:
+                raise bad() from None
+        elif isinstance(value, (int, float)):
+            value_num = value
+        else:
+            raise bad()
+        if expected is float:
+            return float(value_num)
+        if float(value_num).is_integer():
+            return int(value_num)
+        raise bad(" (not a whole number)")
+    if expected is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if expected is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        return [_coerce(f"{key}[{i}]", v, item, None) if item else v for i, v in enumerate(value)]
+    return value
+
+
+def validate_config(cfg: dict, source: str = "config") -> dict:
+    """Check every entry against the schema; returns a copy with numbers of the right type.
+
+    Unknown sections and keys are errors that name the closest valid key (``train.stesp``:
+    did you mean ``train.steps``?). ``source`` is named in the messages (the YAML file).
+    """
+    schema = _schema()
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(cfg).__name__}")
+    out = {}
+    for section, entries in cfg.items():
+        if section not in schema:
+            raise ConfigError(f"{source}: unknown config section {section!r}{_closest(str(section), schema)}")
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{source}: config section {section!r} must be a mapping of keys, got {entries!r}")
+        allowed = schema[section]
+        out[section] = {}
+        for key, value in entries.items():
+            full = f"{section}.{key}"
+            if key not in allowed:
+                names = [f"{section}.{k}" for k in allowed]
+                raise ConfigError(f"{source}: unknown config key {full!r}{_closest(full, names)}")
+            if value is None and (full in _NULLABLE or allowed[key] is None):
+                out[section][key] = None
+                continue
+            if full in _STR_OR_LIST and isinstance(value, str):
+                out[section][key] = value
+                continue
+            try:
+                out[section][key] = _coerce(full, value, _kind(allowed[key]), _ITEMS.get(full))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+    from .presets import list_presets
+    preset = out.get("model", {}).get("preset")
+    if preset is not None and preset not in list_presets():
+        raise ConfigError(f"{source}: unknown model.preset {preset!r}{_closest(preset, list_presets())}")
+    return out
+
+
 def load_config(path: str | os.PathLike | None, sets: list[str] = ()) -> dict:
+    """DEFAULTS, then the YAML file, then ``--set key=value`` overrides; validated (ConfigError)."""
     cfg = DEFAULTS
     if path:
-        with open(path) as fh:
-            cfg = _merge(cfg, yaml.safe_load(fh) or {})
+        try:
+            with open(path) as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+        cfg = _merge(cfg, validate_config(loaded, str(path)))
     for item in sets:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         node = cfg = _merge(cfg, {})
         *parents, leaf = key.split(".")
         for name in parents:
+            if not isinstance(node.get(name, {}), dict):
+                raise ConfigError(f"--set {item}: {name!r} is not a section")
             node[name] = dict(node.get(name) or {})
             node = node[name]
-        node[leaf] = yaml.safe_load(raw)
-    return cfg
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[leaf] = raw
+        try:
+            validate_config({k: v for k, v in cfg.items()}, "--set")
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item}: {str(exc).split(': ', 1)[1]}") from None
+    return validate_config(cfg, "config")
 
 
 # ----------------------------------------------------------------------------- data
@@ -157,6 +291,24 @@ def init_from_other_scale(model, path) -> None:
     model.load_state_dict(keep, strict=False)
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or non-finite weights; one line, nothing more is saved."""
+
+
+_ARCH_FIELDS = ("scale", "n_feats", "n_groups", "n_blocks", "n_clusters", "window_size", "match_dim", "attention")
+
+
+def check_resume_config(path, saved: dict, raw: dict, model, preset: str) -> None:
+    """A checkpoint resumes only the model it was trained as (preset, scale, architecture)."""
+    want = model.config.to_dict()
+    diff = [f"{k} {saved.get(k)!r} -> {want[k]!r}" for k in _ARCH_FIELDS if saved.get(k) != want[k]]
+    if diff:
+        old = (raw.get("train_config") or {}).get("model", {}).get("preset", "?")
+        raise CheckpointError(path, f"checkpoint of preset {old} x{saved.get('scale')} cannot resume preset "
+                                    f"{preset} x{want['scale']} ({', '.join(diff)}); resume with the config it "
+                                    "was trained with, or start a new run from it with train.init_from")
+
+
 @torch.no_grad()
 def validate(model, dataset, device, scale: int, max_images: int) -> float:
     from .metrics import psnr_y
@@ -204,8 +356,20 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
     mc = dict(cfg["model"])
     preset, scale = mc.pop("preset"), mc.pop("scale")
     model = build_model(preset, scale=scale, **mc)
+    run_files = [out / name for name in RUN_FILES]
+    if not resume:
+        taken = [p for p in run_files if p.exists()]
+        if taken:  # a fresh run would replace them, best.safetensors included, with worse weights
+            raise ConfigError(f"{taken[0]}: train.out {out} already holds a run; continue it with --resume, "
+                              "or set train.out to a new folder")
     if tc.get("init_from") and not resume:
+        for target in run_files:  # this run would replace the weights it starts from
+            refuse_overwrite(target, [tc["init_from"]], what=f"run's {target.name} (train.out)")
         init_from_other_scale(model, tc["init_from"])
+    if rank == 0:
+        for target in run_files:  # left by a kill during a checkpoint write
+            for orphan in remove_orphans(target):
+                print(f"removed {orphan}: temporary file of an interrupted checkpoint write", file=sys.stderr)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]), eps=tc["eps"])
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tc["milestones"]), gamma=tc["gamma"])
@@ -218,9 +382,10 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
 
     step, best = 0, -math.inf
     if resume:
-        _, state, raw = read_checkpoint(resume)
+        saved, state, raw = read_checkpoint(resume)
         if "optimizer" not in raw:
             raise CheckpointError(resume, "not a training checkpoint (no optimizer state); use train.init_from")
+        check_resume_config(resume, saved, raw, model, preset)
         model.load_state_dict(state)
         optimizer.load_state_dict(raw["optimizer"])
         scheduler.load_state_dict(raw["scheduler"])
@@ -229,6 +394,8 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
         if ema is not None and raw.get("ema_model") is not None:
             ema.load_state_dict(raw["ema_model"])
         step, best = int(raw["step"]), float(raw["best_psnr"])
+        if not math.isfinite(best):  # a score of a broken model (inf from NaN) must not block every later one
+            best = -math.inf
         set_rng_state(raw["rng"])
 
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -238,7 +405,16 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
 
+    def require_finite_weights() -> None:
+        for name, module in (("model", model), ("weight EMA", ema.module if ema else None)):
+            found = first_non_finite(module.state_dict()) if module is not None else None
+            if found:
+                raise TrainingDiverged(f"training diverged at step {step}: {name} tensor {found[0]!r} has "
+                                       f"{found[1]} non-finite value(s); nothing saved, the last good "
+                                       f"checkpoint is kept ({out / 'last.pt'})")
+
     def checkpoint(path: Path) -> None:
+        require_finite_weights()
         save_checkpoint(path, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                         scaler=scaler.state_dict(), ema_model=ema.state_dict() if ema else None,
                         step=step, best_psnr=best, rng=rng_state(), train_config=cfg)
@@ -252,38 +428,54 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
         writer = SummaryWriter(out / "tb")
     from tqdm import tqdm
     bar = tqdm(total=tc["steps"], initial=step, disable=rank != 0, dynamic_ncols=True, unit="it")
-    for lr_batch, hr_batch in loader:
-        lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            loss = F.l1_loss(net(lr_batch), hr_batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        step += 1
-        bar.update(1)
-        if step % tc["log_every"] == 0 or step == tc["steps"]:
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-            if writer:
-                writer.add_scalar("train/l1", loss.item(), step)
-        if rank == 0 and val_set is not None and (step % tc["val_every"] == 0 or step == tc["steps"]):
-            psnr = validate(ema.module if ema else model, val_set, device, scale, cfg["data"]["val_max_images"])
-            bar.write(f"step {step}: val Y-PSNR {psnr:.3f} dB")
-            if writer:
-                writer.add_scalar("val/psnr_y", psnr, step)
-            if psnr > best:
-                best = psnr
-                save_safetensors(ema.module if ema else model, out / "best.safetensors", {"step": step, "psnr_y": psnr})
-        if rank == 0 and (step % tc["ckpt_every"] == 0 or step == tc["steps"]):
-            checkpoint(out / "last.pt")
-        if stop_after is not None and step >= stop_after:
-            break
-    bar.close()
+    try:
+        for lr_batch, hr_batch in loader:
+            lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = F.l1_loss(net(lr_batch), hr_batch)
+            bad = (~torch.isfinite(loss.detach())).float()
+            if distributed:  # every rank stops together, or the others would wait forever
+                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            if bad.item():
+                raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {loss.item()} "
+                                       f"(lower train.lr); nothing saved, the last "
+                                       f"good checkpoint is kept ({out / 'last.pt'})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            bar.update(1)
+            if step % tc["log_every"] == 0 or step == tc["steps"]:
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+                if writer:
+                    writer.add_scalar("train/l1", loss.item(), step)
+            if rank == 0 and val_set is not None and (step % tc["val_every"] == 0 or step == tc["steps"]):
+                psnr = validate(ema.module if ema else model, val_set, device, scale, cfg["data"]["val_max_images"])
+                if writer:
+                    writer.add_scalar("val/psnr_y", psnr, step)
+                if not math.isfinite(psnr):  # NaN: the model's output is broken; never promoted
+                    bar.write(f"step {step}: val Y-PSNR {psnr}: the model's output is not finite; "
+                              f"{out / 'best.safetensors'} kept")
+                    require_finite_weights()
+                else:
+                    bar.write(f"step {step}: val Y-PSNR {psnr:.3f} dB")
+                if math.isfinite(psnr) and psnr > best:
+                    best = psnr
+                    require_finite_weights()
+                    save_safetensors(ema.module if ema else model, out / "best.safetensors", {"step": step, "psnr_y": psnr})
+            if rank == 0 and (step % tc["ckpt_every"] == 0 or step == tc["steps"]):
+                checkpoint(out / "last.pt")
+            if stop_after is not None and step >= stop_after:
+                break
+    finally:
+        bar.close()  # before any error line, so that it is not glued to the bar
     final = out / "final.safetensors"
     if rank == 0 and step >= tc["steps"]:
+        require_finite_weights()
         save_safetensors(ema.module if ema else model, final, {"step": step})
     if writer:
         writer.close()
@@ -300,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="continue from a training checkpoint (default: <out>/last.pt)")
     args = parser.parse_args(argv)
+    if hasattr(signal, "SIGXFSZ") and _main_thread():
+        # Past a file-size limit the default action kills the process silently; ignored, the write
+        # fails with EFBIG and the error below names the file.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         cfg = load_config(args.config, args.set)
         resume = args.resume
@@ -309,10 +505,15 @@ def main(argv: list[str] | None = None) -> int:
         final = train(cfg, resume)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"done in {time.time() - started:.0f} s: {final}")
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (CheckpointError, FileNotFoundError, ValueError, OutputError, TrainingDiverged) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1 if isinstance(exc, (OutputError, TrainingDiverged)) else 2
     return 0
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":
