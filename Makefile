@@ -5,12 +5,29 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test bench clean
 
+# GStreamer for the app's gst:/csi:/rtsp:// inputs and outputs (app/gst.py) is a system library:
+# Debian/Ubuntu packages, installed by setup when run as root with apt-get. The -dev packages
+# are what PyGObject (the gst extra) builds against.
+GST_APT := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp \
+	gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 \
+	libgirepository1.0-dev libcairo2-dev pkg-config
+
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 	# On a GPU machine, install your CUDA torch first and skip this line.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[export,trt,app,dev]"
+	@if dpkg -s $(GST_APT) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "setup: apt-get install GStreamer 1.x and the PyGObject build headers"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends $(GST_APT) >/dev/null || exit 1; \
+	else echo "setup: not root or no apt-get: GStreamer not installed (needs: $(GST_APT)); the GStreamer tests will skip"; fi
+	@if pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
+	  $(BIN)/pip install -q -e ".[gst]"; \
+	else echo "setup: no gobject-introspection/cairo headers: PyGObject not installed; the GStreamer tests will skip"; fi
 	touch $@
 
 setup: $(BIN)/.installed
