@@ -1,0 +1,528 @@
+"""A Triton Inference Server model repository for LCoAN.
+
+    from serve.triton import write_repository
+    repo = write_repository("triton_repo")     # bundled weights, FP16 engine, batch 8
+
+writes (atomically: a staging folder renamed into place)::
+
+    triton_repo/
+      README.md                    the tritonserver command for each config; the TensorRT rule
+      lcoan/
+        config.pbtxt               production: platform tensorrt_plan, dims [3, -1, -1],
+                                   max_batch_size = the engine profile's max batch, GPU instances,
+                                   dynamic batching of equal-size tiles
+        configs/cpu.pbtxt          CPU: Python backend running 1/model.onnx through ONNX Runtime
+                                   (selected with --model-config-name=cpu)
+        1/model.plan               the engine (export.to_trt), 1/model.plan.json its sidecar
+        1/model.onnx, 1/model.py   the FP32 graph (counting sort) and the Python-backend model
+        plugins/liblcoan_plugins_static.so   --sort plugin engines only
+
+Triton's TensorRT backend loads plugin libraries with ``dlopen`` (``LD_PRELOAD`` or
+``--backend-config=tensorrt,plugins=...``) and never calls ``getCreators``, so the library copied
+here must be the self-registering one (``liblcoan_plugins_static.so``); :func:`plugin_registration`
+reads its ELF dynamic symbols to make sure.
+
+An engine runs only under the TensorRT (version and flavour) that built it: a plan built here by
+TensorRT-RTX is a build check, and the serving container's TensorRT must rebuild it there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from export.errors import ExportError
+
+MODEL_NAME = "lcoan"
+INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MIN_HW = (16, 16)
+DEFAULT_OPT_HW = (96, 96)      # the app's default Triton tile: 64 LR pixels + 2 x 16 overlap
+DEFAULT_MAX_HW = (256, 256)    # 65,536 positions: the counting sort's largest tested size
+DEFAULT_QUEUE_DELAY_US = 2000
+STATIC_PLUGIN_LIB = "liblcoan_plugins_static.so"
+MODEL_PY = Path(__file__).with_name("model_python.py")
+
+# TensorRT DataType / ONNX TensorProto names -> Triton config data types.
+TRT_TO_TRITON = {"FLOAT": "TYPE_FP32", "HALF": "TYPE_FP16", "BF16": "TYPE_BF16", "INT8": "TYPE_INT8",
+                 "UINT8": "TYPE_UINT8", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64", "BOOL": "TYPE_BOOL"}
+ONNX_TO_TRITON = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16", "BFLOAT16": "TYPE_BF16", "INT8": "TYPE_INT8",
+                  "UINT8": "TYPE_UINT8", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64", "BOOL": "TYPE_BOOL"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as Triton sees it: ``dims`` include the batch dimension (-1)."""
+    name: str
+    data_type: str          # Triton's TYPE_*
+    dims: tuple[int, ...]
+
+    def config_dims(self) -> list[int]:
+        return list(self.dims[1:])  # max_batch_size > 0: Triton adds the batch dimension itself
+
+
+@dataclass
+class Repository:
+    root: Path
+    model_dir: Path
+    plan: Path
+    onnx: Path
+    plugin: Path | None
+    trt_label: str
+    precision: str
+    profile: dict
+    max_batch: int
+    io: dict = field(default_factory=dict)
+
+    @property
+    def production_config(self) -> Path:
+        return self.model_dir / "config.pbtxt"
+
+    @property
+    def cpu_config(self) -> Path:
+        return self.model_dir / "configs" / "cpu.pbtxt"
+
+
+# --------------------------------------------------------------------------- configs
+def _io_block(kind: str, spec: TensorSpec) -> str:
+    dims = ", ".join(str(d) for d in spec.config_dims())
+    return f'{kind} [\n  {{\n    name: "{spec.name}"\n    data_type: {spec.data_type}\n    dims: [ {dims} ]\n  }}\n]\n'
+
+
+def _batching_block(dynamic: bool, queue_delay_us: int) -> str:
+    if not dynamic:
+        return ""
+    # No preferred sizes: the batcher takes whatever equal-shape requests arrived within the delay,
+    # up to max_batch_size. Requests of different H x W are never batched together, so clients send
+    # fixed-size tiles.
+    return f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(queue_delay_us)}\n}}\n"
+
+
+def production_config(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, max_batch: int,
+                      instances: int = 1, dynamic_batching: bool = True,
+                      queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, header: str = "",
+                      name: str = MODEL_NAME) -> str:
+    """``config.pbtxt`` for ``platform: "tensorrt_plan"``; I/O taken from the engine."""
+    text = header + textwrap.dedent(f"""\
+        name: "{name}"
+        platform: "tensorrt_plan"
+        default_model_filename: "model.plan"
+        # Equal to the engine profile's max batch: Triton refuses a larger value.
+        max_batch_size: {int(max_batch)}
+        """)
+    text += "".join(_io_block("input", s) for s in inputs) + "".join(_io_block("output", s) for s in outputs)
+    text += f"instance_group [\n  {{\n    count: {int(instances)}\n    kind: KIND_GPU\n  }}\n]\n"
+    return text + _batching_block(dynamic_batching, queue_delay_us)
+
+
+def cpu_config(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, max_batch: int,
+               instances: int = 1, threads: int = 0, dynamic_batching: bool = True,
+               queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, header: str = "", name: str = MODEL_NAME) -> str:
+    """``configs/cpu.pbtxt``: the Python backend running ``1/model.onnx`` through ONNX Runtime."""
+    text = header + textwrap.dedent(f"""\
+        name: "{name}"
+        backend: "python"
+        max_batch_size: {int(max_batch)}
+        """)
+    text += "".join(_io_block("input", s) for s in inputs) + "".join(_io_block("output", s) for s in outputs)
+    text += f"instance_group [\n  {{\n    count: {int(instances)}\n    kind: KIND_CPU\n  }}\n]\n"
+    text += _batching_block(dynamic_batching, queue_delay_us)
+    text += textwrap.dedent(f"""\
+        parameters {{
+          key: "onnx_file"
+          value: {{ string_value: "model.onnx" }}
+        }}
+        parameters {{
+          key: "intra_op_threads"
+          value: {{ string_value: "{int(threads)}" }}
+        }}
+        """)
+    return text
+
+
+def parse_config(text: str, source: str = "config"):
+    """``text`` parsed into Triton's ``ModelConfig`` protobuf: unknown fields and typos are errors."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise ExportError("checking a Triton config needs tritonclient: pip install 'lcoan-edge[serve]'") from None
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ExportError(f"{source} is not a valid Triton model config: {exc}") from None
+
+
+def config_io(config) -> dict[str, list[TensorSpec]]:
+    """Inputs and outputs of a parsed ``ModelConfig``, dims with the batch dimension (-1) added."""
+    from tritonclient.grpc import model_config_pb2
+    name = model_config_pb2.DataType.Name
+    batch = (-1,) if config.max_batch_size > 0 else ()
+    return {"inputs": [TensorSpec(t.name, name(t.data_type), batch + tuple(t.dims)) for t in config.input],
+            "outputs": [TensorSpec(t.name, name(t.data_type), batch + tuple(t.dims)) for t in config.output]}
+
+
+# --------------------------------------------------------------------------- engine and graph I/O
+def network_io(onnx_path: str | Path, plugins: str | None = None) -> dict[str, list[TensorSpec]]:
+    """I/O of the TensorRT network parsed from ``onnx_path`` (what an engine built from it exposes).
+
+    Used where the engine itself cannot be deserialised (no GPU: TensorRT-RTX builds engines on a
+    CPU but needs a supported GPU to load them)."""
+    from export.to_trt import load_plugins, make_logger, parse_network
+    from export.trt import import_trt
+    trt = import_trt()
+    load_plugins(trt, plugins)
+    logger = make_logger(trt)
+    network, _parser = parse_network(trt, trt.Builder(logger), logger, Path(onnx_path))
+
+    def spec(t) -> TensorSpec:
+        return TensorSpec(t.name, TRT_TO_TRITON.get(str(t.dtype).split(".")[-1], str(t.dtype)), tuple(t.shape))
+    return {"inputs": [spec(network.get_input(i)) for i in range(network.num_inputs)],
+            "outputs": [spec(network.get_output(i)) for i in range(network.num_outputs)]}
+
+
+def plan_io(plan: str | Path, plugins: str | None = None) -> dict | None:
+    """I/O and profile of a serialized engine, or ``None`` where it cannot be loaded (no GPU)."""
+    from export.to_trt import load_plugins
+    from export.trt import device_info, import_trt
+    if not device_info().has_gpu:
+        return None
+    trt = import_trt()
+    load_plugins(trt, plugins)
+    engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(Path(plan).read_bytes())
+    if engine is None:
+        return None
+    out: dict = {"inputs": [], "outputs": [], "profile": {}}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        dtype = TRT_TO_TRITON.get(str(engine.get_tensor_dtype(name)).split(".")[-1], "?")
+        out["inputs" if is_input else "outputs"].append(TensorSpec(name, dtype, tuple(engine.get_tensor_shape(name))))
+        if is_input:
+            lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
+            out["profile"] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
+    return out
+
+
+def onnx_io(onnx_path: str | Path) -> dict[str, list[TensorSpec]]:
+    """I/O of an ONNX graph; symbolic dimensions become -1."""
+    import onnx
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def spec(v) -> TensorSpec:
+        t = v.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+        return TensorSpec(v.name, ONNX_TO_TRITON.get(onnx.TensorProto.DataType.Name(t.elem_type), "?"), dims)
+    return {"inputs": [spec(v) for v in graph.input if v.name not in inits],
+            "outputs": [spec(v) for v in graph.output]}
+
+
+def io_mismatch(a: dict, b: dict) -> str | None:
+    """First difference between two I/O descriptions (names, types, dims), or ``None``."""
+    for kind in ("inputs", "outputs"):
+        left, right = a[kind], b[kind]
+        if [s.name for s in left] != [s.name for s in right]:
+            return f"{kind} {[s.name for s in left]} vs {[s.name for s in right]}"
+        for x, y in zip(left, right):
+            if x.data_type != y.data_type:
+                return f"{x.name}: data type {x.data_type} vs {y.data_type}"
+            if tuple(x.dims) != tuple(y.dims):
+                return f"{x.name}: dims {list(x.dims)} vs {list(y.dims)}"
+    return None
+
+
+# --------------------------------------------------------------------------- plugin library
+def plugin_registration(path: str | Path) -> str:
+    """How a TensorRT plugin library makes its creators known, from its ELF dynamic symbols.
+
+    ``"dynamic"``: exports ``getCreators`` (registered only by ``IPluginRegistry::loadLibrary``);
+    ``"static"``: imports ``getPluginRegistry`` and exports no ``getCreators`` (registers itself in
+    a static initialiser when ``dlopen``ed, which is what Triton does); ``"none"`` otherwise."""
+    try:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+    except ImportError:
+        raise ExportError("checking a plugin library needs pyelftools: pip install 'lcoan-edge[serve]'") from None
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            dynsym = elf.get_section_by_name(".dynsym")
+            if dynsym is None:
+                return "none"
+            defined, undefined = set(), set()
+            for sym in dynsym.iter_symbols():
+                (undefined if sym["st_shndx"] == "SHN_UNDEF" else defined).add(sym.name)
+            has_init = elf.get_section_by_name(".init_array") is not None
+    except (OSError, ELFError) as exc:
+        raise ExportError(f"plugin library {path}: not a readable ELF shared library ({exc})") from None
+    if "getCreators" in defined:
+        return "dynamic"
+    if "getPluginRegistry" in undefined and has_init:
+        return "static"
+    return "none"
+
+
+def check_static_plugin(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"plugin library {path} not found; build {STATIC_PLUGIN_LIB} with `python -m plugins.build` "
+                          "against the serving container's TensorRT")
+    kind = plugin_registration(path)
+    if kind != "static":
+        why = ("it exports getCreators (dynamic registration), which Triton never calls"
+               if kind == "dynamic" else "it does not register a plugin creator when loaded")
+        raise ExportError(f"plugin library {path} cannot serve in Triton: {why}; Triton loads plugins with "
+                          f"dlopen (LD_PRELOAD or --backend-config=tensorrt,plugins=...), so it needs the "
+                          f"self-registering {STATIC_PLUGIN_LIB}")
+    return path
+
+
+# --------------------------------------------------------------------------- repository
+def _hw(value, what: str) -> tuple[int, int]:
+    if isinstance(value, str):
+        try:
+            dims = tuple(int(v) for v in value.lower().split("x"))
+        except ValueError:
+            dims = ()
+    else:
+        dims = tuple(int(v) for v in value)
+    if len(dims) != 2 or min(dims) < 1:
+        raise ExportError(f"{what} {value!r}: expected HxW with positive sizes, e.g. 96x96")
+    return dims
+
+
+def serving_profile(max_batch: int, min_hw, opt_hw, max_hw):
+    """min 1 x min_hw, opt and max at ``max_batch``: the batch range Triton's config must match."""
+    from export.to_trt import make_profile
+    if max_batch < 1:
+        raise ExportError(f"max batch must be >= 1, got {max_batch}")
+    (h0, w0), (h1, w1), (h2, w2) = _hw(min_hw, "--min-hw"), _hw(opt_hw, "--opt-hw"), _hw(max_hw, "--max-hw")
+    return make_profile((1, 3, h0, w0), (max_batch, 3, h1, w1), (max_batch, 3, h2, w2))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx: str | None = None,
+                     scale: int | None = None, precision: str = "fp16", sort: str = "onnx",
+                     plugins: str | None = None, serve_plugins: str | None = None,
+                     max_batch: int = DEFAULT_MAX_BATCH, min_hw=DEFAULT_MIN_HW, opt_hw=DEFAULT_OPT_HW,
+                     max_hw=DEFAULT_MAX_HW, instances: int = 1, cpu_instances: int = 1, cpu_threads: int = 0,
+                     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, calib: str | None = None,
+                     opt_level: int | None = None, work: str | os.PathLike | None = None, force: bool = False,
+                     log: Callable[[str], None] = print) -> Repository:
+    """Build the engine and write the model repository ``out`` (see the module docstring).
+
+    ``work`` keeps the graphs the engine was built from (default: a temporary folder). ``plugins``
+    is the library the builder loads for ``sort="plugin"`` (``liblcoan_plugins.so``);
+    ``serve_plugins`` the self-registering one copied for Triton (default: ``liblcoan_plugins_static.so``
+    beside ``plugins``)."""
+    import onnx as onnx_lib
+
+    from export import cache
+    from export.to_onnx import export_onnx, load_weights
+    from export.to_trt import build_engine, has_plugin_nodes, prepare_graph
+    from export.trt import trt_info
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    for given in (weights, onnx, plugins, serve_plugins, calib):
+        if given and out.exists() and _inside(Path(given), out):
+            raise ExportError(f"{given} is inside {out}, which would be replaced; write the repository elsewhere")
+    if instances < 1 or cpu_instances < 1:
+        raise ExportError("instance counts must be >= 1")
+    profile = serving_profile(max_batch, min_hw, opt_hw, max_hw)
+    info = trt_info()   # fail before exporting when TensorRT is missing
+    static_lib = None
+    if sort == "plugin" or (onnx and has_plugin_nodes(onnx_lib.load(onnx, load_external_data=False))):
+        if serve_plugins is None and plugins:
+            serve_plugins = str(Path(plugins).with_name(STATIC_PLUGIN_LIB))
+        if serve_plugins is None:
+            raise ExportError("a --sort plugin engine needs the plugin libraries: --plugins liblcoan_plugins.so "
+                              f"(to build) and {STATIC_PLUGIN_LIB} beside it or as --serve-plugins (for Triton)")
+        static_lib = check_static_plugin(serve_plugins)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp_work = None if work else tempfile.TemporaryDirectory(prefix="lcoan_triton_build_")
+    work_dir = Path(work) if work else Path(tmp_work.name)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        model_dir = staging / MODEL_NAME
+        version = model_dir / "1"
+        version.mkdir(parents=True)
+        (model_dir / "configs").mkdir()
+
+        # the engine
+        engine_out = work_dir / "model.plan"
+        source = prepare_graph(onnx_path=onnx, weights=weights, precision=precision, sort=sort, out=engine_out,
+                               calib=calib, scale=scale, log=log)
+        result = build_engine(source.path, engine_out, precision=precision, profile=profile, plugins=plugins,
+                              opt_level=opt_level, log=log, extra={"sort": source.sort, "timings": source.timings})
+        plan = version / "model.plan"
+        shutil.copy2(engine_out, plan)
+        shutil.copy2(cache.sidecar_path(engine_out), cache.sidecar_path(plan))
+
+        # the CPU graph: FP32 with the counting sort (ONNX Runtime needs no plugin for it)
+        if onnx and not has_plugin_nodes(onnx_lib.load(onnx, load_external_data=False)) and \
+                _graph_dtype(onnx) == "fp32":
+            cpu_graph = Path(onnx)
+        elif onnx:
+            raise ExportError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
+                              "give that graph as --onnx (or --weights) and choose the engine with --fp16/--int8")
+        else:
+            cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx")
+        shutil.copy2(cpu_graph, version / "model.onnx")
+        shutil.copy2(MODEL_PY, version / "model.py")
+
+        # configs: I/O from the network the engine was built from, checked against the CPU graph
+        engine_io = plan_io(plan, plugins) or network_io(source.path, plugins)
+        graph_io = onnx_io(version / "model.onnx")
+        differs = io_mismatch(engine_io, graph_io)
+        if differs:
+            raise ExportError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
+        meta = {p.key: p.value for p in onnx_lib.load(str(version / "model.onnx"), load_external_data=False).metadata_props}
+        scale_used = int(meta.get("lcoan_scale", scale or 2))
+        header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
+                  f"({result.key.device}), profile {profile.label()}.\n"
+                  "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")
+        prod = production_config(engine_io["inputs"], engine_io["outputs"], max_batch=max_batch,
+                                 instances=instances, queue_delay_us=queue_delay_us, header=header)
+        cpu = cpu_config(graph_io["inputs"], graph_io["outputs"], max_batch=max_batch, instances=cpu_instances,
+                         threads=cpu_threads, queue_delay_us=queue_delay_us,
+                         header=f"# LCoAN x{scale_used} on CPU: 1/model.onnx (FP32) through ONNX Runtime in the "
+                                "Python backend.\n# tritonserver --model-config-name=cpu selects this file.\n")
+        for text, path in ((prod, model_dir / "config.pbtxt"), (cpu, model_dir / "configs" / "cpu.pbtxt")):
+            try:
+                parse_config(text, str(path.relative_to(staging)))
+            except ExportError as exc:
+                if "needs tritonclient" not in str(exc):
+                    raise
+                log(f"not checked against Triton's schema: {exc}")
+            path.write_text(text)
+
+        plugin_dest = None
+        if static_lib is not None:
+            plugin_dest = model_dir / "plugins" / STATIC_PLUGIN_LIB
+            plugin_dest.parent.mkdir()
+            shutil.copy2(static_lib, plugin_dest)
+            check_static_plugin(plugin_dest)  # the copy is the self-registering library
+
+        side = json.loads(cache.sidecar_path(plan).read_text())
+        side["triton"] = {"max_batch_size": max_batch,
+                          "io": {k: [s.__dict__ for s in v] for k, v in engine_io.items() if k != "profile"}}
+        cache.sidecar_path(plan).write_text(json.dumps(side, indent=2) + "\n")
+        (staging / "README.md").write_text(repository_readme(
+            out, trt_label=info.label, flavour=info.flavour, precision=precision, profile=profile,
+            max_batch=max_batch, scale=scale_used, plugin=plugin_dest is not None, sort=source.sort))
+
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if tmp_work is not None:
+            tmp_work.cleanup()
+    model_dir = out / MODEL_NAME
+    return Repository(out, model_dir, model_dir / "1" / "model.plan", model_dir / "1" / "model.onnx",
+                      (model_dir / "plugins" / STATIC_PLUGIN_LIB) if static_lib is not None else None,
+                      info.label, precision, profile.to_dict(), max_batch, engine_io)
+
+
+def _graph_dtype(path: str | Path) -> str:
+    import onnx
+    from export.to_trt import graph_precision
+    return graph_precision(onnx.load(str(path), load_external_data=False))
+
+
+def repository_readme(out: Path, *, trt_label: str, flavour: str, precision: str, profile, max_batch: int,
+                      scale: int, plugin: bool, sort: str) -> str:
+    repo = out.name
+    plugin_path = f"/models/{MODEL_NAME}/plugins/{STATIC_PLUGIN_LIB}"
+    backend_config = f" \\\n    --backend-config=tensorrt,plugins={plugin_path}" if plugin else ""
+    rtx_note = ("\n**This plan was built by TensorRT-RTX** (a CPU-only build check): Triton's TensorRT backend "
+                "cannot load it. Rebuild it inside the serving container (below).\n" if flavour == "tensorrt_rtx" else "")
+    plugin_section = textwrap.dedent(f"""\
+
+        ## Plugin library
+
+        The plan uses the `LCoAClusterSort` plugin (`--sort plugin`). Triton loads plugin libraries with
+        `dlopen` and never calls `getCreators`, so `{MODEL_NAME}/plugins/{STATIC_PLUGIN_LIB}` is the
+        self-registering build (checked when this repository was written). Load it with
+        `--backend-config=tensorrt,plugins=...` (above) or `LD_PRELOAD={plugin_path}`. It must be built
+        against the container's TensorRT major version, like the plan.
+        """) if plugin else ""
+    return textwrap.dedent(f"""\
+        # LCoAN x{scale} Triton model repository
+
+        Written by `python -m export.to_triton`. Model `{MODEL_NAME}`: input `lr` (FP32, N x 3 x H x W, RGB in
+        [0, 1]), output `sr` (FP32, N x 3 x {scale}H x {scale}W). H and W are free within the engine profile
+        ({profile.label()}); `max_batch_size` is {max_batch}, the profile's max batch. The dynamic batcher only
+        batches requests of equal H x W, so clients send fixed-size tiles (`python -m app --backend triton`).
+
+        | file | what |
+        |---|---|
+        | `{MODEL_NAME}/config.pbtxt` | production: `tensorrt_plan`, GPU instances, dynamic batching |
+        | `{MODEL_NAME}/1/model.plan` | {precision} engine, {sort} sort, built by {trt_label}; `model.plan.json` records how |
+        | `{MODEL_NAME}/configs/cpu.pbtxt` | CPU: Python backend, `1/model.py` runs `1/model.onnx` (FP32) with ONNX Runtime |
+
+        ## The rule
+
+        **The engine must be built by the same TensorRT as the server's container** (same version, same
+        flavour, same GPU architecture). A plan from another TensorRT is refused at load time. Check the
+        TensorRT version in the Triton release notes of your container tag and build the plan there.
+        {rtx_note}
+        ## Production (GPU, NVIDIA's Triton container)
+
+        Build the plan inside the container, then serve:
+
+        ```bash
+        docker run --gpus all --rm -v $PWD:/work -w /work nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
+            bash -c "pip install -e '.[export]' && python -m export.to_triton --{precision} --out {repo} --force"
+        docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v $PWD/{repo}:/models \\
+            nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
+            tritonserver --model-repository=/models{backend_config}
+        ```
+        {plugin_section}
+        ## CPU (ONNX Runtime in the Python backend)
+
+        ```bash
+        tritonserver --model-repository=/models --model-config-name=cpu
+        ```
+
+        The Python backend's stub imports `onnxruntime` and `numpy` from the `python` first on `PATH`, and needs
+        numpy < 2 for Triton 2.51. Without a container, the `tritonserver` bundled in `nvidia-pytriton==0.7.0`
+        (Python backend only) serves this config; from the project (after `make serve-setup`):
+
+        ```bash
+        python -m serve.server {repo} --config cpu                   # HTTP 8000, gRPC 8001, metrics 8002 on 127.0.0.1
+        python -m serve.server {repo} --config cpu --print-command   # the exact tritonserver command line
+        ```
+
+        ## Clients
+
+        Any KServe v2 client (HTTP `/v2/models/{MODEL_NAME}/infer`, gRPC `inference.GRPCInferenceService`), e.g.
+        `tritonclient`, or the project's app: `python -m app clip.mp4 -o out.mp4 --backend triton --url 127.0.0.1:8001`.
+        """)
