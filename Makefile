@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean gpu-check
 
 # GStreamer for the app's gst:/csi:/rtsp:// inputs and outputs (app/gst.py) is a system library:
 # Debian/Ubuntu packages, installed by setup when run as root with apt-get. The -dev packages
@@ -42,6 +42,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Every GPU-only check of the CUDA plugin in one command, for a bare CUDA machine (python3 with
+# numpy and CUDA torch, nvcc, cmake, compute-sanitizer; no TensorRT, no network), so it does not
+# depend on setup: harness build, kernel vs CPU reference, memcheck + racecheck, timing vs
+# torch.sort, out/gpu_check.json. Without a GPU it says so and exits 0.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) -m plugins.gpu_check
 
 bench: setup
 	$(BIN)/python -m benchmarks.flops
