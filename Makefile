@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean gpu-check
+.PHONY: setup serve-setup demo test bench clean gpu-check
 
 # GStreamer for the app's gst:/csi:/rtsp:// inputs and outputs (app/gst.py) is a system library:
 # Debian/Ubuntu packages, installed by setup when run as root with apt-get. The -dev packages
@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 	# On a GPU machine, install your CUDA torch first and skip this line.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[export,trt,app,dev]"
+	$(BIN)/pip install -q -e ".[export,trt,app,dev,serve]"
 	@if dpkg -s $(GST_APT) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "setup: apt-get install GStreamer 1.x and the PyGObject build headers"; \
@@ -32,6 +32,18 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# Triton's server side in its own venv (pins and reasons in serve/requirements-server.txt). Where it
+# cannot be installed, the Triton tests skip and say so; everything else still runs.
+SERVE_VENV ?= .venv-serve
+$(SERVE_VENV)/bin/.installed: serve/requirements-server.txt
+	$(PY) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q -r serve/requirements-server.txt
+	touch $@
+
+serve-setup:
+	@$(MAKE) --no-print-directory $(SERVE_VENV)/bin/.installed || \
+		echo "serving venv $(SERVE_VENV) not installed: the Triton tests will skip"
+
 # The main job on bundled defaults: bundled weights -> ONNX -> FP16 strongly typed TensorRT
 # engine (TensorRT, or TensorRT-RTX as a CPU-only build), then a parity check of the ONNX graph
 # against PyTorch on Set5, then the app upscaling the bundled sample clip.
@@ -40,7 +52,7 @@ demo: setup
 	$(BIN)/python -m export.parity --onnx out/lcoan_edge_x2.fp16.onnx --limit 3 --json out/parity_fp16.json
 	$(BIN)/python -m app samples/sample_clip.mp4 -o out/sample_clip_x2.mp4 --json out/app_summary.json
 
-test: setup
+test: setup serve-setup
 	$(BIN)/python -m pytest -q
 
 # Every GPU-only check of the CUDA plugin in one command, for a bare CUDA machine (python3 with
@@ -58,4 +70,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.app
 
 clean:
-	rm -rf $(VENV) out plugins/build
+	rm -rf $(VENV) $(SERVE_VENV) out plugins/build
