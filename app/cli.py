@@ -19,6 +19,9 @@ from .io import VIDEO_SUFFIXES, SinkError, SourceError, open_sink, open_source
 from .pipeline import STAGES, Pipeline, PipelineConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The output was written, but from damaged input: corrupt or unreadable frames/files skipped, a
+# truncated video, or frames whose model output was not finite. Never 0: it must not look like success.
+EXIT_DAMAGED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: CUDA when available)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="torch backend precision")
     p.add_argument("--plugins", help="TensorRT plugin library (default: the one named in the engine's sidecar)")
+    p.add_argument("--url", help="triton backend: the server's gRPC HOST:PORT[/MODEL] (frames go out as "
+                   "--tile windows, default 64, so the server can batch them)")
     p.add_argument("--threads", type=int, help="CPU threads for torch/onnxruntime")
     p.add_argument("--queue-size", type=int, default=4, help="items per queue between stages")
     p.add_argument("--codec", help="video encoder (default: libx264 if available, else mpeg4)")
@@ -120,7 +125,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--batch, --tile and --preview-every must be positive")
     try:
         backend = load_backend(args.backend, args.model, scale=args.scale, precision=args.precision,
-                               device=args.device, threads=args.threads, plugins=args.plugins)
+                               device=args.device, threads=args.threads, plugins=args.plugins,
+                               url=args.url, tile=args.tile, overlap=args.overlap)
         if args.scale and backend.scale != args.scale:
             raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
         if args.simulate_latency_ms > 0:
@@ -131,12 +137,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             source.fps = Fraction(args.fps).limit_denominator(1001)
             source.time_base = 1 / source.fps
         output = args.output if args.output is not None else default_output(spec, backend.scale)
+        _refuse_side_outputs(args, source)
         sink = open_sink(output, source, codec=args.codec, crf=args.crf)
     except (BackendUnavailable, SourceError, SinkError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
 
-    config = PipelineConfig(batch=args.batch, tile=args.tile, overlap=args.overlap, realtime=args.realtime,
+    # A backend that cuts its own windows (triton: sent concurrently) must not get tiles of tiles.
+    tile = None if getattr(backend, "tiles_itself", False) else args.tile
+    config = PipelineConfig(batch=args.batch, tile=tile, overlap=args.overlap, realtime=args.realtime,
                             fps=args.fps, queue_size=args.queue_size, preview_dir=args.preview,
                             preview_every=args.preview_every if args.preview else 0)
     pipe = Pipeline(source, backend, sink, config)
@@ -158,15 +167,44 @@ def main(argv: Optional[list[str]] = None) -> int:
         progress.close(pipe)
         backend.close()
     summary.update({"input": spec, "output": output, "model": args.model or "bundled weights"})
+    problems = summary.get("problems", [])
+    for line in problems[:50]:  # printed with --quiet too: they are errors, not progress
+        print(f"warning: {line}", file=sys.stderr)
+    if len(problems) > 50:
+        print(f"warning: ... and {len(problems) - 50} more (all in --json)", file=sys.stderr)
     if not args.quiet:
         print_summary(summary)
+    status = EXIT_OK
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        from lcoan.safeio import OutputError, atomic_write
+        try:
+            atomic_write(args.json, json.dumps(summary, indent=2))
+        except OutputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_FAILED
     if summary["error"]:
-        print(f"error: {summary['error']}", file=sys.stderr)
+        print(f"error: {' '.join(str(summary['error']).split())}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_INTERRUPTED if summary["interrupted"] else EXIT_OK
+    if summary["interrupted"]:
+        return EXIT_INTERRUPTED
+    if problems or summary.get("nonfinite"):
+        print(f"error: {len(problems)} problem(s) with the input or output (listed above); "
+              f"{summary['frames_out']} good frame(s) written to {output}", file=sys.stderr)
+        return EXIT_DAMAGED
+    return status
+
+
+def _refuse_side_outputs(args, source) -> None:
+    """--json and --preview never land on an input either."""
+    from lcoan.safeio import OutputError, refuse_overwrite
+    inputs = list(getattr(source, "inputs", []) or [])
+    try:
+        if args.json:
+            refuse_overwrite(args.json, inputs, what="--json file")
+        if args.preview:
+            refuse_overwrite(args.preview, inputs, what="--preview folder")
+    except OutputError as exc:
+        raise SinkError(str(exc)) from None
 
 
 def _main_thread() -> bool:

@@ -59,6 +59,7 @@ class Frame:
     pts: Optional[int] = None
     time_base: Optional[Fraction] = None
     name: Optional[str] = None     # source file name for image inputs
+    path: Optional[str] = None     # source file path for image inputs (names output files)
     t_source: float = 0.0          # perf_counter() when the frame left the decoder
     lr: Optional[np.ndarray] = None  # the LR image kept for previews
     stamps: dict = field(default_factory=dict)
@@ -90,7 +91,14 @@ class Source:
 
     def __init__(self):
         self.corrupt = 0
+        self.problems: list[str] = []  # one line each, naming the file: reported even with --quiet
+        self.truncated: Optional[str] = None  # why the input looks cut short, or None
+        self.inputs: list[str] = []  # files and folders read, which no output may overwrite
         self._stop = threading.Event()
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 1000:  # a badly damaged stream must not grow memory without bound
+            self.problems.append(" ".join(str(text).split()))
 
     def stop(self) -> None:
         self._stop.set()
@@ -124,14 +132,53 @@ class VideoSource(Source):
         self.time_base = self.stream.time_base or Fraction(1, 90000)
         self.total = self.stream.frames or None
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        self.inputs = [path] if os.path.exists(path) else []
         self.packets = 0
         self.decoded = 0
+        self.rejected = 0
+        self.seen_end = None  # end time (s) of the last video packet demuxed
+
+    def _at(self, pts) -> str:
+        return f"{float(pts * self.time_base):.3f} s" if pts is not None and self.time_base else "unknown time"
 
     def _frames(self, packet) -> list:
         try:
             return list(packet.decode())
-        except Exception:  # InvalidDataError and friends: the packet is damaged
+        except Exception as exc:  # InvalidDataError and friends: the packet is damaged
+            if packet.size:
+                self.rejected += 1
+                self.problem(f"{self.path}: a video packet near {self._at(packet.pts)} was rejected by the "
+                             f"decoder ({_one_line(exc)}); its frame is skipped")
             return []
+
+    def _expected_end(self) -> Optional[float]:
+        """Stream end (s) from the container header, when the header knows it."""
+        s, start = self.stream, self.stream.start_time or 0
+        if s.duration and s.time_base:
+            return float((start + s.duration) * s.time_base)
+        if self.container.duration:  # microseconds (AV_TIME_BASE), e.g. Matroska
+            return self.container.duration / 1e6 + float(start * s.time_base if s.time_base else 0)
+        return None
+
+    def _check_truncated(self) -> None:
+        """A file that ends before its header says is reported, never taken for a complete run.
+
+        Two checks: fewer video packets than the header's frame count (MP4/MOV index), or the last
+        packet ending more than two frames (and 0.1 s) before the stream's duration. Formats
+        without either (MPEG-TS, raw streams) cannot be checked.
+        """
+        if self.live:
+            return
+        expected = self.stream.frames or 0
+        if expected and self.packets < expected:
+            self.truncated = f"{self.packets} of the {expected} frames its header lists"
+        else:
+            end = self._expected_end()
+            tol = max(2.0 / float(self.fps or 30), 0.1)
+            if end is not None and self.seen_end is not None and self.seen_end < end - tol:
+                self.truncated = f"video ends at {self.seen_end:.3f} s, its header says {end:.3f} s"
+        if self.truncated:
+            self.problem(f"{self.path}: truncated input: {self.truncated}; the output holds only what was there")
 
     def __iter__(self):
         streams = [self.stream] + ([self.audio] if self.audio is not None else [])
@@ -143,9 +190,10 @@ class VideoSource(Source):
                 packet = next(demux)
             except StopIteration:
                 break
-            except Exception:  # a damaged container packet: resume demuxing after it
+            except Exception as exc:  # a damaged container packet: resume demuxing after it
                 failures += 1
                 self.corrupt += 1
+                self.problem(f"{self.path}: damaged container data after packet {self.packets} ({_one_line(exc)})")
                 if failures > 100:
                     break
                 demux = self.container.demux(*streams)
@@ -157,6 +205,9 @@ class VideoSource(Source):
             is_flush = packet.size == 0
             if not is_flush:
                 self.packets += 1
+                if packet.pts is not None and self.time_base:
+                    end = float((packet.pts + (packet.duration or 0)) * self.time_base)
+                    self.seen_end = end if self.seen_end is None else max(self.seen_end, end)
             for out in self._good_frames(self._frames(packet), index):
                 yield out
                 index += 1
@@ -168,7 +219,12 @@ class VideoSource(Source):
             except Exception:
                 pass
             # Packets with data that produced no frame were rejected or dropped by the decoder.
-            self.corrupt += max(0, self.packets - self.decoded)
+            missing = max(0, self.packets - self.decoded)
+            self.corrupt += missing
+            if missing > self.rejected:
+                self.problem(f"{self.path}: {missing - self.rejected} video packet(s) gave no frame "
+                             "(dropped by the decoder as damaged)")
+            self._check_truncated()
 
     def _good_frames(self, frames, index: int):
         """Decoded frames as ``Frame`` from ``index`` on; frames FFmpeg flags corrupt are counted and skipped."""
@@ -176,6 +232,7 @@ class VideoSource(Source):
             self.decoded += 1
             if frame.is_corrupt:
                 self.corrupt += 1
+                self.problem(f"{self.path}: frame at {self._at(frame.pts)} flagged corrupt by the decoder; skipped")
                 continue
             yield self._to_frame(frame, index)
             index += 1
@@ -197,6 +254,7 @@ class ImageSource(Source):
         if not files:
             raise SourceError(f"{label}: no image files found")
         self.files, self.total = files, len(files)
+        self.inputs = list(files) + ([label] if os.path.isdir(label) else [])
 
     def __iter__(self):
         from PIL import Image
@@ -207,10 +265,12 @@ class ImageSource(Source):
             try:
                 with Image.open(path) as im:
                     image = np.asarray(im.convert("RGB"))
-            except Exception:  # truncated, not an image, unreadable
+            except Exception as exc:  # truncated, not an image, unreadable
                 self.corrupt += 1
+                reason = "permission denied" if isinstance(exc, PermissionError) else _one_line(exc)
+                self.problem(f"{path}: unreadable image skipped ({reason})")
                 continue
-            yield Frame(index=index, image=np.ascontiguousarray(image), name=Path(path).name,
+            yield Frame(index=index, image=np.ascontiguousarray(image), name=Path(path).name, path=path,
                         t_source=time.perf_counter())
             index += 1
 
@@ -319,33 +379,79 @@ class NullSink(Sink):
         pass
 
 
+def _save_png(path: Path, image: np.ndarray) -> None:
+    """One image file, atomically (format from the suffix)."""
+    from PIL import Image
+    from lcoan.safeio import atomic_output
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    with atomic_output(path) as tmp:
+        Image.fromarray(image).save(tmp, format=fmt)
+
+
+def output_names(files: list[str]) -> dict[str, str]:
+    """Output file name for each input file: ``<stem>.png``, unless several inputs share a stem
+    (``a.jpg`` and ``a.png``, or ``a.png`` in two folders): then ``<stem>_<ext>.png`` and, if
+    that is still shared, a ``_<n>`` counter, so that no output overwrites another."""
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[Path(f).stem] = stems.get(Path(f).stem, 0) + 1
+    names, used = {}, set()
+    for f in files:
+        p = Path(f)
+        name = f"{p.stem}.png" if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}.png"
+        base, n = name[:-4], 1
+        while name in used:
+            n += 1
+            name = f"{base}_{n}.png"
+        used.add(name)
+        names[f] = name
+    return names
+
+
 class ImageSink(Sink):
     kind = "images"
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, files: Optional[list[str]] = None, inputs: Optional[list[str]] = None):
+        from lcoan.safeio import OutputError, refuse_overwrite
         self.folder = Path(folder)
+        self.names = output_names(files or [])
+        try:
+            refuse_overwrite(self.folder, inputs or [], what="output folder")
+            for src, name in self.names.items():
+                refuse_overwrite(self.folder / name, inputs or [], what=f"output for {Path(src).name}")
+        except OutputError as exc:
+            raise SinkError(str(exc)) from None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SinkError(f"cannot create {folder}: {exc.strerror}") from None
+            raise SinkError(f"{folder}: cannot create the output folder ({exc.strerror or _one_line(exc)})") from None
 
     def write(self, frame: Frame) -> None:
-        from PIL import Image
-        name = Path(frame.name).with_suffix(".png").name if frame.name else f"{frame.index:06d}.png"
-        Image.fromarray(frame.image).save(self.folder / name)
+        name = self.names.get(frame.path) if frame.path else None
+        if name is None:
+            name = Path(frame.name).with_suffix(".png").name if frame.name else f"{frame.index:06d}.png"
+        _save_png(self.folder / name, frame.image)
 
 
 class SingleImageSink(Sink):
-    """One image in, one image file out (format from the suffix)."""
+    """One image in, one image file out (format from the suffix), written atomically."""
     kind = "image"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, inputs: Optional[list[str]] = None):
+        from lcoan.safeio import OutputError, refuse_overwrite
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            refuse_overwrite(self.path, inputs or [])
+        except OutputError as exc:
+            raise SinkError(str(exc)) from None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"{self.path.parent}: cannot create the output folder "
+                            f"({exc.strerror or _one_line(exc)})") from None
 
     def write(self, frame: Frame) -> None:
-        from PIL import Image
-        Image.fromarray(frame.image).save(self.path)
+        _save_png(self.path, frame.image)
 
 
 def default_codec(path: str) -> str:
@@ -379,10 +485,16 @@ class VideoSink(Sink):
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         self.codec = codec or default_codec(path)
         self.crf = crf
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.frames = 0
+        from lcoan.safeio import AtomicFile, OutputError
+        try:  # encoded under a temporary name; renamed only once the file is complete
+            self._file = AtomicFile(path)
+        except OutputError as exc:
+            raise SinkError(str(exc)) from None
         try:
-            self.container = av.open(path, "w")
+            self.container = av.open(str(self._file.tmp), "w", format=_muxer(path))
         except Exception as exc:
+            self._file.discard()
             raise SinkError(f"cannot write {path}: {_one_line(exc)}") from None
         self.stream = None
         self.audio_out = None
@@ -439,6 +551,7 @@ class VideoSink(Sink):
             self._next_pts = pts + 1
             for packet in self.stream.encode(vf):
                 self.container.mux(packet)
+            self.frames += 1
 
     def _mux_audio(self, packet) -> None:
         try:
@@ -457,6 +570,9 @@ class VideoSink(Sink):
             self._mux_audio(item.packet)
 
     def close(self) -> None:
+        """Flush the encoder, finish the file (the MP4 index is written here), then rename it into
+        place. With no frame written nothing is published and :class:`SinkError` says so."""
+        from lcoan.safeio import OutputError
         with self._lock:
             if self._closed:
                 return
@@ -465,14 +581,50 @@ class VideoSink(Sink):
                 if self.stream is not None:
                     for packet in self.stream.encode(None):
                         self.container.mux(packet)
-            finally:
                 self.container.close()
+            except BaseException:
+                self._discard()
+                raise
+            if self.stream is None or self.frames == 0:
+                self._file.discard()
+                raise SinkError(f"{self.path}: no frame to write; nothing written")
+            try:
+                self._file.commit()
+            except OutputError as exc:
+                raise SinkError(str(exc)) from None
+
+    def _discard(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # the file is thrown away anyway
+            pass
+        self._file.discard()
+
+    def discard(self) -> None:
+        """A failed run: drop the temporary file; an earlier file at the path stays as it was."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._discard()
+
+
+def _muxer(path: str) -> Optional[str]:
+    """FFmpeg muxer for the final name (the temporary name keeps the suffix, this is a safeguard)."""
+    return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".m4v": "mp4",
+            ".avi": "avi", ".ts": "mpegts"}.get(Path(path).suffix.lower())
 
 
 def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
               crf: Optional[int] = None) -> Sink:
     if spec is None or spec == "null":
         return NullSink()
+    inputs = list(getattr(source, "inputs", []) or [])
+    if not spec.startswith(("gst:", "udp://", "rtsp://", "rtsps://")):
+        from lcoan.safeio import OutputError, refuse_overwrite
+        try:  # whichever sink writes it, an output file is never one of the inputs
+            refuse_overwrite(spec, inputs)
+        except OutputError as exc:
+            raise SinkError(str(exc)) from None
     if spec.startswith(("gst:", "udp://", "rtsp://", "rtsps://")) or Path(spec).suffix.lower() in VIDEO_SUFFIXES:
         from . import gst
         if gst.wants_sink(spec, codec):
@@ -483,5 +635,5 @@ def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
     if suffix in IMAGE_SUFFIXES:
         if getattr(source, "total", None) != 1 or source.kind != "images":
             raise SinkError(f"{spec}: an image file takes one frame; give a folder (one PNG per frame) or a video file")
-        return SingleImageSink(spec)
-    return ImageSink(spec)
+        return SingleImageSink(spec, inputs=inputs)
+    return ImageSink(spec, files=list(getattr(source, "files", []) or []), inputs=inputs)

@@ -129,6 +129,8 @@ class Pipeline:
         self.error: Optional[BaseException] = None
         self.error_stage: Optional[str] = None
         self.previews = 0
+        self.nonfinite = 0
+        self.problems: list[str] = []  # frames not written, one line each (naming them)
         self.interrupted = False
         self.rss_warm: Optional[float] = None
 
@@ -328,7 +330,19 @@ class Pipeline:
                 t = time.perf_counter()
                 out = item.array
                 n = len(item.frames)
+                good = []
                 for i, f in enumerate(item.frames):
+                    bad = out[i].size - int(np.count_nonzero(np.isfinite(out[i])))
+                    if bad:  # clipping would save NaN as black and Inf as white: not a picture
+                        with self._count_lock:
+                            self.nonfinite += 1
+                            if len(self.problems) < 1000:
+                                self.problems.append(
+                                    f"frame {f.index}" + (f" ({f.path or f.name})" if f.path or f.name else "")
+                                    + f": the model output has {bad} non-finite value(s) (NaN/Inf); not written")
+                        f.lr = None
+                        continue
+                    good.append(f)
                     img = np.clip(out[i], 0.0, 1.0).transpose(1, 2, 0) * 255.0
                     f.image = np.ascontiguousarray((img + 0.5).astype(np.uint8))
                     if f.lr is not None:
@@ -336,7 +350,7 @@ class Pipeline:
                         f.lr = None
                 self.latency["post"].add((time.perf_counter() - t) / n, n)
                 item.array = None
-                for f in item.frames:
+                for f in good:
                     if not self._put("encode", f):
                         return
         except BaseException as exc:  # noqa: BLE001
@@ -391,7 +405,10 @@ class Pipeline:
                 th.join(5.0)
             self.t_end = time.perf_counter()
             try:
-                self.sink.close()
+                if self.error is not None and hasattr(self.sink, "discard"):
+                    self.sink.discard()  # a failed run publishes no partial file
+                else:
+                    self.sink.close()  # after Ctrl-C too: the frames so far make a playable file
             except BaseException as exc:  # noqa: BLE001
                 if self.error is None:
                     self.error, self.error_stage = exc, "close"
@@ -414,6 +431,9 @@ class Pipeline:
             "corrupt": int(getattr(self.source, "corrupt", 0)),
             "rescaled": int(getattr(self.sink, "rescaled", 0)),
             "interrupted": self.interrupted,
+            "nonfinite": self.nonfinite,
+            "truncated": getattr(self.source, "truncated", None),
+            "problems": list(getattr(self.source, "problems", []) or []) + list(self.problems),
             "error": None if self.error is None else f"{self.error_stage}: {type(self.error).__name__}: {self.error}",
             "wall_s": round(wall, 3),
             "fps": round(self.frames_out / wall, 3),

@@ -33,8 +33,8 @@ def side_by_side(lr: np.ndarray, sr: np.ndarray, scale: int, crop: int = 64) -> 
 def write_preview(folder: str | Path, index: int, lr: np.ndarray, sr: np.ndarray, scale: int,
                   crop: int = 64) -> Path:
     from PIL import Image
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"preview_{index:06d}.png"
-    Image.fromarray(side_by_side(lr, sr, scale, crop)).save(path)
+    from lcoan.safeio import atomic_output
+    path = Path(folder) / f"preview_{index:06d}.png"
+    with atomic_output(path) as tmp:
+        Image.fromarray(side_by_side(lr, sr, scale, crop)).save(tmp, format="PNG")
     return path
