@@ -355,7 +355,11 @@ class GstSource(Source):
         # Wait for the first frame: its caps give the size and frame rate the sink needs.
         deadline = time.monotonic() + start_timeout
         while self._queue.empty():
-            self._poll_bus(0.05)
+            try:
+                self._poll_bus(0.05)
+            except KeyboardInterrupt:  # Ctrl-C before the app's own handler is installed
+                self.close()
+                raise SourceError(f"{_label(spec)}: interrupted while waiting for the first frame") from None
             if self._error:
                 raise self._start_failure(self._error)
             if self._ended and self._queue.empty():
