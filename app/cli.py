@@ -118,6 +118,8 @@ def print_summary(s: dict, stream=sys.stderr) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(signal, "SIGXFSZ") and _main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past a file-size limit: an error line, not a silent kill
     spec = f"synthetic:{args.synthetic}" if args.synthetic else args.input
     if not spec:
         parser.error("give INPUT (or --synthetic N)")

@@ -549,9 +549,16 @@ class VideoSink(Sink):
                 pts = self._next_pts
             vf.pts, vf.time_base = pts, self.time_base
             self._next_pts = pts + 1
-            for packet in self.stream.encode(vf):
-                self.container.mux(packet)
+            try:
+                for packet in self.stream.encode(vf):
+                    self.container.mux(packet)
+            except OSError as exc:  # full disk, file-size limit: name the output, not the temporary file
+                raise self._write_error(exc) from None
             self.frames += 1
+
+    def _write_error(self, exc: OSError) -> SinkError:
+        from lcoan.safeio import describe_os_error
+        return SinkError(f"{self.path}: cannot write: {describe_os_error(exc)}")
 
     def _mux_audio(self, packet) -> None:
         try:
@@ -582,6 +589,9 @@ class VideoSink(Sink):
                     for packet in self.stream.encode(None):
                         self.container.mux(packet)
                 self.container.close()
+            except OSError as exc:
+                self._discard()
+                raise self._write_error(exc) from None
             except BaseException:
                 self._discard()
                 raise
