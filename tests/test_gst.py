@@ -149,7 +149,8 @@ def test_sigint_ends_a_live_source_cleanly(tmp_path):
     s = json.loads(js.read_text())
     assert s["interrupted"] and s["error"] is None and s["frames_out"] > 10
     frames, info = decode(out)
-    assert len(frames) == s["frames_out"] and info["rate"] == 30
+    # time stamps are capture times: a frame the live source dropped leaves a gap
+    assert len(frames) == s["frames_out"] and abs(float(info["rate"]) - 30) < 1.5
     assert not part.exists()
 
 
