@@ -29,7 +29,8 @@ from typing import Callable, Sequence
 from . import cache
 from .cache import EngineKey, Profile
 from .errors import ExportError, run_cli
-from .trt import device_info, import_trt, trt_info
+from .trt import (check_plugin_library, device_info, import_trt, reexec_for_rtx_plugins,
+                  require_rtx_plugins_ready, trt_info)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = ("1x3x16x16", "1x3x270x480", "1x3x540x960")
@@ -196,15 +197,20 @@ def make_logger(trt, verbose: bool = False):
 
 
 def load_plugins(trt, path: str | os.PathLike | None):
-    """Register the plugin creators of a ``.so`` with TensorRT's registry; one-line errors."""
+    """Register the plugin creators of a ``.so`` with TensorRT's registry; one-line errors.
+
+    A library from ``python -m plugins.build`` built for another TensorRT major is refused before
+    TensorRT sees it; one that registers itself (``*_static_*``) is simply loaded.
+    """
     if not path:
         return None
     lib = Path(path)
     if not lib.is_file():
         raise ExportError(f"plugin library {lib} not found; build it with `python -m plugins.build` "
                           "on a machine with the TensorRT headers (set TENSORRT_ROOT)")
+    built = check_plugin_library(trt, lib)
     registry = trt.get_plugin_registry()
-    if hasattr(registry, "load_library"):
+    if hasattr(registry, "load_library") and (built is None or built.registration == "dynamic"):
         try:
             handle = registry.load_library(str(lib))
         except Exception as exc:  # noqa: BLE001 - bindings raise several types
@@ -212,12 +218,14 @@ def load_plugins(trt, path: str | os.PathLike | None):
         if handle is None:
             raise ExportError(f"TensorRT could not load plugin library {lib} (not a TensorRT plugin "
                               "library, or built against another TensorRT)")
-        return handle
-    import ctypes
-    try:
-        return ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-    except OSError as exc:
-        raise ExportError(f"could not load plugin library {lib}: {exc}") from None
+    else:
+        import ctypes
+        try:
+            handle = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise ExportError(f"could not load plugin library {lib}: {exc}") from None
+    require_rtx_plugins_ready(trt)  # before the parser creates a plugin, which would abort otherwise
+    return handle
 
 
 def plugin_registered(trt, name: str = PLUGIN_OP, version: str = "1", namespace: str = "lcoan") -> bool:
@@ -437,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.calib and precision != "int8":
         raise ExportError("--calib is for --int8 builds")
     info = trt_info()  # fail early, before exporting, when TensorRT is missing
+    if args.plugins:
+        check_plugin_library(import_trt(), args.plugins)  # before any work, and before a restart
+        if argv is None:  # a command line, not a library call: safe to restart
+            reexec_for_rtx_plugins()
     out = Path(args.out)
     tile = parse_shape(args.calib_tile, "--calib-tile")
     if len(tile) != 2:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import ctypes
 import importlib
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import ModuleType
 
 from .errors import ExportError
@@ -177,3 +179,125 @@ def describe() -> str:
     """One line: which TensorRT and which device, e.g. for ``--version`` output and logs."""
     info, device = trt_info(), device_info()
     return f"{info.label} on {device.label}"
+
+
+# --------------------------------------------------------------------------- plugin libraries
+# plugins/cluster_sort/plugin_library.cpp embeds this line, so a library's TensorRT version can be
+# read from the file before TensorRT loads it (a plugin built for another major crashes TensorRT).
+_PLUGIN_BUILD_INFO = re.compile(rb"lcoan-plugins:tensorrt=(\d+)\.(\d+)\.(\d+);registration=(\w+);")
+RTX_PLUGIN_ABI_MAJOR = 11  # TensorRT-RTX 1.x follows TensorRT 11's plugin registry
+RTX_UNVERSIONED = "libtensorrt_rtx.so"
+_REEXEC_MARK = "LCOAN_RTX_LIB_REEXEC"
+
+
+@dataclass(frozen=True)
+class PluginBuildInfo:
+    tensorrt_version: str        # of the headers the library was compiled against, e.g. "10.3.0"
+    major: int
+    registration: str            # "dynamic" (getCreators) or "static" (registers itself on load)
+
+
+def plugin_build_info(path: str | os.PathLike) -> PluginBuildInfo | None:
+    """What plugins.build recorded in a plugin library; None for libraries built elsewhere."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    m = _PLUGIN_BUILD_INFO.search(data)
+    if m is None:
+        return None
+    major, minor, patch = (int(g) for g in m.groups()[:3])
+    return PluginBuildInfo(f"{major}.{minor}.{patch}", major, m.group(4).decode())
+
+
+def plugin_abi_major(trt: ModuleType | None = None) -> int:
+    """The TensorRT major whose plugin ABI this runtime expects (11 for TensorRT-RTX 1.x)."""
+    trt = trt or import_trt()
+    return RTX_PLUGIN_ABI_MAJOR if flavour(trt) == "tensorrt_rtx" else trt_info(trt).major
+
+
+def check_plugin_library(trt: ModuleType, path: str | os.PathLike) -> PluginBuildInfo | None:
+    """Refuse, in one line, a plugin library compiled for another TensorRT major than ``trt``."""
+    info = plugin_build_info(path)
+    want = plugin_abi_major(trt)
+    if info is not None and info.major != want:
+        runtime = trt_info(trt).label + (f" (plugin ABI of TensorRT {want})" if flavour(trt) == "tensorrt_rtx" else "")
+        raise ExportError(f"plugin library {path} was compiled against TensorRT {info.tensorrt_version} headers "
+                          f"but this process runs {runtime}; build one for TensorRT {want}: "
+                          f"`python -m plugins.build --tensorrt-root <TensorRT {want} prefix>`")
+    return info
+
+
+def _loaded_library(name_prefix: str) -> Path | None:
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+        if Path(path).name.startswith(name_prefix):
+            return Path(path)
+    return None
+
+
+def rtx_library_dir(trt: ModuleType | None = None) -> Path:
+    """A project-owned folder holding ``libtensorrt_rtx.so`` -> the wheel's ``libtensorrt_rtx.so.1``.
+
+    TensorRT-RTX's ONNX parser dlopen()s the unversioned name when it creates a plugin, and the
+    wheel ships only the versioned file; the process aborts if the name cannot be found. The
+    folder only helps when it is on LD_LIBRARY_PATH before the process starts (the dynamic loader
+    reads it once).
+    """
+    trt = trt or import_trt()
+    target = _loaded_library(RTX_UNVERSIONED + ".")
+    if target is None:
+        import tensorrt_rtx_libs  # the wheel that ships the library
+        target = Path(tensorrt_rtx_libs.__file__).parent / f"{RTX_UNVERSIONED}.1"
+    base = Path(os.environ.get("LCOAN_CACHE", Path.home() / ".cache" / "lcoan"))
+    folder = base / "lib" / f"tensorrt_rtx-{trt_info(trt).version}"
+    link = folder / RTX_UNVERSIONED
+    if not (link.is_symlink() and Path(os.readlink(link)) == target):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{RTX_UNVERSIONED}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        tmp.replace(link)  # atomic: concurrent processes never see a half-made link
+    return folder
+
+
+def rtx_plugins_ready(trt: ModuleType | None = None) -> bool:
+    """True unless this is TensorRT-RTX and ``libtensorrt_rtx.so`` cannot be opened by name.
+
+    Opening it here also helps: the parser's later dlopen() of the same name finds it loaded.
+    """
+    trt = trt or import_trt()
+    if flavour(trt) != "tensorrt_rtx":
+        return True
+    try:
+        ctypes.CDLL(RTX_UNVERSIONED)
+    except OSError:
+        return False
+    return True
+
+
+def require_rtx_plugins_ready(trt: ModuleType | None = None) -> None:
+    """One-line error, instead of TensorRT-RTX aborting the process, when plugins cannot work."""
+    trt = trt or import_trt()
+    if not rtx_plugins_ready(trt):
+        folder = rtx_library_dir(trt)
+        raise ExportError(f"TensorRT-RTX opens {RTX_UNVERSIONED} when it creates a plugin and it is not on the "
+                          f"library path (the wheel ships only {RTX_UNVERSIONED}.1); start the process with "
+                          f"LD_LIBRARY_PATH={folder}:$LD_LIBRARY_PATH (the link there was just made)")
+
+
+def reexec_for_rtx_plugins(trt: ModuleType | None = None) -> None:
+    """For command-line entry points: restart this process once with the link folder on LD_LIBRARY_PATH."""
+    trt = trt or import_trt()
+    if rtx_plugins_ready(trt) or os.environ.get(_REEXEC_MARK):
+        return
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(rtx_library_dir(trt)), env.get("LD_LIBRARY_PATH")) if p)
+    env[_REEXEC_MARK] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -2,8 +2,12 @@
 
     python -m plugins.build [--arch 87 --arch 90] [--harness-only] [--build-dir DIR] [--tensorrt-root DIR]
 
-Builds into ``plugins/build/`` (git-ignored) and prints the produced libraries.
-``build()`` is the programmatic entry point used by :mod:`plugins.loader` and the tests.
+Builds into ``plugins/build/`` (harness only) or ``plugins/build/trt<major>/`` (with the TensorRT
+headers; git-ignored) and prints the produced libraries. The plugin libraries carry the TensorRT
+major of the headers in their names, ``liblcoan_plugins_trt10.so`` / ``liblcoan_plugins_static_trt10.so``,
+and the full header version inside the file (read by :func:`export.trt.plugin_build_info`): a plugin
+binary serves one TensorRT major. ``build()`` is the programmatic entry point used by
+:mod:`plugins.loader` and the tests.
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ DEFAULT_BUILD_DIR = PLUGINS_DIR / "build"
 
 HARNESS_TARGET = "lcoan_cluster_sort_harness"
 HARNESS_LIB = "liblcoan_cluster_sort_harness.so"
-PLUGIN_LIB = "liblcoan_plugins.so"
-PLUGIN_STATIC_LIB = "liblcoan_plugins_static.so"
+PLUGIN_TARGETS = ("lcoan_plugins", "lcoan_plugins_static", "lcoan_plugin_host_test")
+HOST_TEST = "lcoan_plugin_host_test"
+
+
+def plugin_lib_name(major: int, static: bool = False) -> str:
+    """``liblcoan_plugins_trt<major>.so`` (getCreators) or ``liblcoan_plugins_static_trt<major>.so``."""
+    return f"liblcoan_plugins{'_static' if static else ''}_trt{int(major)}.so"
 
 #: Same default list as plugins/CMakeLists.txt (each kept only if nvcc supports it).
 DEFAULT_CUDA_ARCHS = (87, 89, 90, 100, 120)
@@ -51,6 +60,8 @@ class BuildResult:
     harness: Path | None
     plugin: Path | None  # dynamic registration (getCreators)
     plugin_static: Path | None  # registers itself when dlopen()ed
+    tensorrt_version: str | None = None  # of the headers the plugins were compiled against
+    host_test: Path | None = None  # lcoan_plugin_host_test
 
 
 def find_nvcc() -> str | None:
@@ -122,6 +133,24 @@ def find_tensorrt_include(tensorrt_root: str | os.PathLike | None = None) -> Pat
     return None
 
 
+def tensorrt_header_version(include_dir: str | os.PathLike) -> tuple[int, int, int]:
+    """(major, minor, patch) from NvInferVersion.h; 11.x spells NV_TENSORRT_MAJOR as TRT_MAJOR_ENTERPRISE."""
+    path = Path(include_dir) / "NvInferVersion.h"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise BuildError(f"{path}: cannot read the TensorRT version ({e.strerror})") from None
+    defines = dict(re.findall(r"^#define\s+(\w+)\s+(\w+)", text, flags=re.M))
+    parts = []
+    for part in ("MAJOR", "MINOR", "PATCH"):
+        value = defines.get(f"NV_TENSORRT_{part}", "")
+        value = defines.get(value, value)
+        if not value.isdigit():
+            raise BuildError(f"{path}: no numeric NV_TENSORRT_{part}")
+        parts.append(int(value))
+    return parts[0], parts[1], parts[2]
+
+
 def _run(cmd: list[str], verbose: bool) -> None:
     if verbose:
         print("+", " ".join(cmd), flush=True)
@@ -146,11 +175,16 @@ def build(
     tensorrt_root: str | os.PathLike | None = None,
     jobs: int | None = None,
     verbose: bool = False,
+    werror: bool = False,
+    plugins_only: bool = False,
 ) -> BuildResult:
     """Configure (if needed) and build; returns the paths of what exists afterwards.
 
     ``arch`` is a CMake CUDA_ARCHITECTURES value ("87;90", [87, 90]); None keeps the cached value,
-    or the default list on a fresh build directory.
+    or the default list on a fresh build directory. Without ``build_dir`` a harness-only build goes
+    to ``plugins/build`` and a build with TensorRT headers to ``plugins/build/trt<major>``.
+    ``werror`` turns warnings in our sources into errors (CI); ``plugins_only`` builds just the plugin
+    libraries and their host test (not the harness).
     """
     cmake = shutil.which("cmake")
     if cmake is None:
@@ -159,29 +193,49 @@ def build(
     if nvcc is None:
         raise BuildError("nvcc not found (set CUDACXX or put the CUDA toolkit's bin/ on PATH)")
 
-    bdir = Path(build_dir) if build_dir else DEFAULT_BUILD_DIR
+    trt_version = None
+    if not harness_only:
+        inc = find_tensorrt_include(tensorrt_root)
+        if inc is not None:
+            trt_version = tensorrt_header_version(inc)
+        elif tensorrt_root or plugins_only:
+            raise BuildError(f"TensorRT headers (NvInferRuntime.h) not found under "
+                             f"{tensorrt_root or 'the default locations'}")
+    if build_dir:
+        bdir = Path(build_dir)
+    elif trt_version is not None:
+        bdir = DEFAULT_BUILD_DIR / f"trt{trt_version[0]}"
+    else:
+        bdir = DEFAULT_BUILD_DIR
     bdir.mkdir(parents=True, exist_ok=True)
     configure = [cmake, "-S", str(PLUGINS_DIR), "-B", str(bdir), f"-DCMAKE_CUDA_COMPILER={nvcc}",
-                 f"-DLCOAN_PYTHON={sys.executable}"]
+                 f"-DLCOAN_PYTHON={sys.executable}", f"-DLCOAN_WERROR={'ON' if werror else 'OFF'}"]
     arch_value = _arch_value(arch)
     if arch_value:
         configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={arch_value}")
     if tensorrt_root:
-        configure.append(f"-DTENSORRT_ROOT={tensorrt_root}")
-    if arch_value or tensorrt_root or not (bdir / "CMakeCache.txt").is_file():
-        _run(configure, verbose)
+        configure.append(f"-DTENSORRT_ROOT={Path(tensorrt_root).resolve()}")
+    _run(configure, verbose)  # cheap when cached; keeps LCOAN_WERROR and the header set current
 
     jobs = jobs or max(1, min(os.cpu_count() or 1, 8))
     cmd = [cmake, "--build", str(bdir), "--parallel", str(jobs)]
     if harness_only:
         cmd += ["--target", HARNESS_TARGET]
+    elif plugins_only:
+        cmd += ["--target", *PLUGIN_TARGETS]
     _run(cmd, verbose)
 
     def existing(name: str) -> Path | None:
         p = bdir / name
         return p if p.is_file() else None
 
-    return BuildResult(bdir, existing(HARNESS_LIB), existing(PLUGIN_LIB), existing(PLUGIN_STATIC_LIB))
+    major = trt_version[0] if trt_version else None
+    return BuildResult(
+        bdir, existing(HARNESS_LIB),
+        existing(plugin_lib_name(major)) if major is not None else None,
+        existing(plugin_lib_name(major, static=True)) if major is not None else None,
+        ".".join(map(str, trt_version)) if trt_version else None,
+        existing(HOST_TEST) if major is not None else None)
 
 
 def _newest_mtime(paths) -> float:
@@ -201,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tensorrt-root", default=None, help="TensorRT prefix (else $TENSORRT_ROOT / system paths)")
     ap.add_argument("-j", "--jobs", type=int, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--werror", action="store_true", help="warnings in our sources are errors (CI)")
     args = ap.parse_args(argv)
     try:
-        res = build(args.arch, args.harness_only, args.build_dir, args.tensorrt_root, args.jobs, args.verbose)
+        res = build(args.arch, args.harness_only, args.build_dir, args.tensorrt_root, args.jobs, args.verbose,
+                    werror=args.werror)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -211,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"harness:        {res.harness or '-'}")
     if not args.harness_only:
         note = "" if res.plugin else " (TensorRT headers not found; set --tensorrt-root / TENSORRT_ROOT)"
+        print(f"TensorRT:       {res.tensorrt_version or '-'} (headers; the plugins serve this major only)")
         print(f"plugin:         {res.plugin or '-'}{note}")
         print(f"plugin static:  {res.plugin_static or '-'}")
     return 0

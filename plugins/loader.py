@@ -146,8 +146,11 @@ def cluster_sort_gpu(ids: np.ndarray, num_clusters: int, timing_iters: int = 0,
 # --------------------------------------------------------------------------------------------
 
 
-def plugin_library_path(static: bool = False, build_dir: str | os.PathLike | None = None) -> Path:
-    """Path of ``liblcoan_plugins.so`` (getCreators) or, with ``static``, ``liblcoan_plugins_static.so``.
+def plugin_library_path(static: bool = False, build_dir: str | os.PathLike | None = None,
+                        major: int | None = None) -> Path:
+    """Path of ``liblcoan_plugins_trt<major>.so`` (getCreators) or, with ``static``,
+    ``liblcoan_plugins_static_trt<major>.so``; ``major`` defaults to the plugin ABI of the installed
+    TensorRT (11 for TensorRT-RTX 1.x).
 
     ``$LCOAN_PLUGIN_LIB`` (resp. ``$LCOAN_PLUGIN_STATIC_LIB``) overrides the build-tree location, e.g. for a
     library built on the Jetson itself.
@@ -155,8 +158,11 @@ def plugin_library_path(static: bool = False, build_dir: str | os.PathLike | Non
     env = os.environ.get("LCOAN_PLUGIN_STATIC_LIB" if static else "LCOAN_PLUGIN_LIB")
     if env:
         return Path(env)
-    bdir = Path(build_dir) if build_dir else _build.DEFAULT_BUILD_DIR
-    return bdir / (_build.PLUGIN_STATIC_LIB if static else _build.PLUGIN_LIB)
+    if major is None:
+        from export.trt import plugin_abi_major
+        major = plugin_abi_major()
+    bdir = Path(build_dir) if build_dir else _build.DEFAULT_BUILD_DIR / f"trt{major}"
+    return bdir / _build.plugin_lib_name(major, static)
 
 
 def _creator_registered(registry) -> bool:
@@ -176,27 +182,42 @@ def load_plugin_library(trt_module, path: str | os.PathLike | None = None):
     """Register lcoan::LCoAClusterSort with ``trt_module``'s plugin registry; returns the library handle.
 
     Uses ``registry.load_library`` (TensorRT >= 8.6; registers through ``getCreators``) and falls back to
-    ``ctypes.CDLL`` on the self-registering ``liblcoan_plugins_static.so`` for bindings without it.
-    Idempotent: returns None when the creator is already registered.
+    ``ctypes.CDLL`` on the self-registering static library for bindings without it (or when ``path`` is
+    that library). A library built for another TensorRT major is refused in one line before TensorRT
+    loads it, and so is TensorRT-RTX without ``libtensorrt_rtx.so`` on the library path (its parser
+    would abort the process). Idempotent: returns None when the creator is already registered.
     """
+    from export.errors import ExportError
+    from export.trt import check_plugin_library, plugin_abi_major, require_rtx_plugins_ready
+
     registry = trt_module.get_plugin_registry()
     if _creator_registered(registry):
         return None
     use_registry = hasattr(registry, "load_library")
-    lib_path = Path(path) if path else plugin_library_path(static=not use_registry)
+    lib_path = Path(path) if path else plugin_library_path(static=not use_registry,
+                                                           major=plugin_abi_major(trt_module))
     if not lib_path.is_file():
         raise PluginLibraryError(
             f"TensorRT plugin library {lib_path} is missing; build it with `python -m plugins.build` "
             "(needs the TensorRT headers: set TENSORRT_ROOT)")
-    if use_registry:
+    try:
+        built = check_plugin_library(trt_module, lib_path)
+    except ExportError as e:
+        raise PluginLibraryError(str(e)) from None
+    if use_registry and (built is None or built.registration == "dynamic"):
         try:
             handle = registry.load_library(str(lib_path))
         except Exception as e:  # noqa: BLE001 - binding raises various types
             raise PluginLibraryError(f"TensorRT could not load plugin library {lib_path}: {e}") from e
         if handle is None:
             raise PluginLibraryError(f"TensorRT could not load plugin library {lib_path} (see TensorRT log)")
-        return handle
+    else:
+        try:
+            handle = ctypes.CDLL(str(lib_path), mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            raise PluginLibraryError(f"could not load plugin library {lib_path}: {e}") from e
     try:
-        return ctypes.CDLL(str(lib_path), mode=ctypes.RTLD_GLOBAL)
-    except OSError as e:
-        raise PluginLibraryError(f"could not load plugin library {lib_path}: {e}") from e
+        require_rtx_plugins_ready(trt_module)
+    except ExportError as e:
+        raise PluginLibraryError(str(e)) from None
+    return handle
