@@ -50,10 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)  # ORT's "consider pre-processing" advice
 
     import onnx
+    from lcoan.safeio import atomic_write, refuse_overwrite
     src = Path(args.onnx)
     if not src.is_file():
         raise CalibrationError(f"{src}: no such ONNX file")
-    tiles = calibration_tiles(args.images, args.num, _tile(args.tile), args.downscale)
+    refuse_overwrite(args.out, [src], what="--out graph")
+    if args.json:
+        refuse_overwrite(args.json, [src, args.images], what="--json file")
+    problems: list = []
+    tiles = calibration_tiles(args.images, args.num, _tile(args.tile), args.downscale, problems=problems)
+    for path, reason in problems:  # named as they are skipped; the exit status reports them at the end
+        print(f"{path}: skipped: {reason}", file=sys.stderr)
     if args.exclude is None:
         args.exclude = default_exclusions(src)
     result = quantize(src, args.out, tiles=tiles, method=args.method, exclude=args.exclude)
@@ -61,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {result.path} ({args.method}, {result.tiles} tiles of {args.tile}, "
           f"{len(result.quantized)}/{counts['Conv']} Conv in INT8, {counts['QuantizeLinear']} Q / "
           f"{counts['DequantizeLinear']} DQ, calibration {result.calibrate_s:.1f} s)")
+    status = 1 if problems else 0
+    if problems:
+        print(f"error: {len(problems)} calibration image(s) could not be read (listed above); "
+              f"calibrated on the other {len(tiles)} tiles", file=sys.stderr)
     if not (args.report or args.sensitivity):
-        return 0
+        return status
 
     from export.parity import benchmark_samples
     meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
@@ -83,14 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {row['node']:<48} loss {row['loss_db']:.3f} dB  gain {row['gain_db']:+.3f} dB")
         out["sensitivity"] = rows
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        atomic_write(args.json, json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
+    from export.errors import ExportError
+    from lcoan.checkpoint import CheckpointError
+    from lcoan.safeio import OutputError
     try:
         raise SystemExit(main())
-    except (CalibrationError, FileNotFoundError) as exc:
+    except (CalibrationError, FileNotFoundError, ExportError, CheckpointError, OutputError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2)

@@ -79,20 +79,34 @@ def _grid_crops(image: np.ndarray, tile: tuple[int, int], count: int) -> list[np
 
 
 def calibration_tiles(images: str | Path, num: int = DEFAULT_NUM, tile: Sequence[int] = DEFAULT_TILE,
-                      downscale: int | None = None) -> list[np.ndarray]:
-    """``num`` float32 ``[1, 3, th, tw]`` tiles, spread evenly over the images of ``images``."""
+                      downscale: int | None = None, problems: list | None = None) -> list[np.ndarray]:
+    """``num`` float32 ``[1, 3, th, tw]`` tiles, spread evenly over the images of ``images``.
+
+    An unreadable image raises :class:`CalibrationError` naming it; with a ``problems`` list it is
+    skipped instead (``(path, reason)`` appended) and the tiles come from the other images.
+    """
     if num < 1:
         raise CalibrationError(f"--num must be >= 1, got {num}")
     tile = (int(tile[0]), int(tile[1]))
     if min(tile) < 8:
         raise CalibrationError(f"tile {tile[0]}x{tile[1]} is too small (>= 8x8)")
-    files = list_images(images)
-    per_image = [num // len(files) + (1 if i < num % len(files) else 0) for i in range(len(files))]
+    from lcoan.data import ImageReadError
+    loaded = []
+    for path in list_images(images):
+        try:
+            loaded.append(load_lr(path, downscale))
+        except (ImageReadError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or " ".join(str(exc).split())
+            if problems is None:
+                raise CalibrationError(f"{path}: unreadable image ({reason})") from None
+            problems.append((path, reason))
+    if not loaded:
+        raise CalibrationError(f"{images}: none of the images could be read")
+    per_image = [num // len(loaded) + (1 if i < num % len(loaded) else 0) for i in range(len(loaded))]
     tiles = []
-    for path, count in zip(files, per_image):
+    for image, count in zip(loaded, per_image):
         if count == 0:
             continue
-        image = load_lr(path, downscale)
         tiles += [np.ascontiguousarray(c[None], dtype=np.float32) for c in _grid_crops(image, tile, count)]
     return tiles
 
@@ -253,7 +267,17 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    proto = onnx_in if isinstance(onnx_in, onnx.ModelProto) else onnx.load(str(onnx_in))
+    from export.to_onnx import check_finite_graph
+    from lcoan.safeio import atomic_output, refuse_overwrite
+    if not isinstance(onnx_in, onnx.ModelProto):
+        refuse_overwrite(out, [onnx_in], what="INT8 graph")
+        try:
+            proto = onnx.load(str(onnx_in))
+        except Exception as exc:  # protobuf DecodeError, truncated file
+            raise CalibrationError(f"{onnx_in}: not a readable ONNX file ({type(exc).__name__})") from None
+    else:
+        proto = onnx_in
+    check_finite_graph(proto, onnx_in if not isinstance(onnx_in, onnx.ModelProto) else "graph")
     if is_qdq(proto):
         raise CalibrationError("the input graph already has QuantizeLinear/DequantizeLinear nodes")
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
@@ -272,20 +296,19 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
         from export.ort_ops import for_ort
         proto = for_ort(proto)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lcoan-calib-") as tmp, \
             (_plugin_sessions() if plugin else contextlib.nullcontext()):
-        src = Path(tmp) / "fp32.onnx"
+        src, staged = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(proto, str(src))
         quantize_static(
-            str(src), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            str(src), str(staged), reader, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=_method(method), op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_exclude=exclude, extra_options=dict(EXTRA_OPTIONS),
             calibration_cache_path=str(cache) if cache else None)
-    elapsed = time.perf_counter() - t0
-    result = onnx.load(str(out))
+        elapsed = time.perf_counter() - t0
+        result = onnx.load(str(staged))
     if plugin:
         result = _to_trt_domain(result)
     quantized = [n for n in quantizable_nodes(proto) if n not in exclude]
@@ -301,7 +324,8 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
     for key, value in meta.items():
         result.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(result)
-    onnx.save_model(result, str(out))
+    with atomic_output(out) as tmp_out:  # a failed run never leaves half a graph at --out
+        onnx.save_model(result, str(tmp_out))
     return QuantizeResult(out, method, len(tiles) if tiles else 0, tuple(tile), quantized, exclude, elapsed, meta)
 
 

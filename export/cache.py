@@ -10,9 +10,10 @@ Every engine ``lcoan.engine`` has a JSON sidecar ``lcoan.engine.json``. Its ``ke
 * ``plugins_sha256`` - the plugin library's bytes (or null), ``builder`` - builder options.
 
 A key match reuses the engine; any difference rebuilds it, naming what changed. Before an
-engine is deserialised (:func:`check_loadable`) its sidecar must exist, its TensorRT must be the
-running one and the file's sha256 must match, so an engine from another TensorRT version (or a
-hand-copied file) is never loaded blindly.
+engine is deserialised (:func:`check_loadable`) its sidecar must exist and be valid JSON, the
+file's sha256 must match and its TensorRT must be the running one, so an engine from another
+TensorRT version (or a hand-copied or truncated file) is never loaded blindly. The file checks
+need no GPU and no TensorRT, and run first.
 """
 from __future__ import annotations
 
@@ -79,23 +80,35 @@ def sidecar_path(engine: str | Path) -> Path:
     return engine.with_name(engine.name + SIDECAR_SUFFIX)
 
 
-def read_sidecar(engine: str | Path) -> dict | None:
+def sidecar_problem(engine: str | Path) -> str | None:
+    """Why the sidecar of ``engine`` cannot be used ("missing", or what is broken), or None."""
     path = sidecar_path(engine)
     if not path.is_file():
-        return None
+        return "missing"
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    except ValueError as exc:
+        return f"broken: not valid JSON ({exc})"
+    if not isinstance(data, dict) or not isinstance(data.get("key"), dict):
+        return "broken: no 'key' object"
+    return None
+
+
+def read_sidecar(engine: str | Path) -> dict | None:
+    """The sidecar as a dict, or None when it is missing or broken (see :func:`sidecar_problem`)."""
+    if sidecar_problem(engine) is not None:
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("key"), dict) else None
+    return json.loads(sidecar_path(engine).read_text())
 
 
 def write_sidecar(engine: str | Path, key: EngineKey, **info) -> Path:
     path = sidecar_path(engine)
     data = {"schema": SCHEMA, "engine": Path(engine).name, "key": key.to_dict(), "key_digest": key.digest()}
     data.update(info)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    return path
+    from lcoan.safeio import atomic_write
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def differences(old: dict, new: dict) -> list[str]:
@@ -116,9 +129,10 @@ def lookup(engine: str | Path, key: EngineKey) -> tuple[bool, str]:
     engine = Path(engine)
     if not engine.is_file():
         return False, f"{engine} does not exist"
+    problem = sidecar_problem(engine)
+    if problem is not None:
+        return False, f"{sidecar_path(engine)} is {problem}"
     side = read_sidecar(engine)
-    if side is None:
-        return False, f"{sidecar_path(engine)} is missing or unreadable"
     diff = differences(side["key"], key.to_dict())
     if diff:
         return False, "key changed (" + "; ".join(diff) + ")"
@@ -128,27 +142,47 @@ def lookup(engine: str | Path, key: EngineKey) -> tuple[bool, str]:
     return True, f"key {key.digest()} matches"
 
 
-def check_loadable(engine: str | Path, trt_label: str, device: str | None = None) -> dict:
-    """The sidecar of ``engine`` if it may be deserialised by ``trt_label`` on ``device``.
-
-    Raises a one-line :class:`ExportError` otherwise (no sidecar, another TensorRT, another GPU,
-    or engine bytes that are not the ones recorded).
-    """
+def check_engine_file(engine: str | Path) -> dict:
+    """The checks that need neither TensorRT nor a GPU: the engine exists, its sidecar is present
+    and valid JSON, and the engine bytes are the ones the sidecar records. Returns the sidecar;
+    raises a one-line :class:`ExportError` naming the file otherwise."""
     engine = Path(engine)
     if not engine.is_file():
         raise ExportError(f"{engine}: no such engine file")
-    side = read_sidecar(engine)
-    if side is None:
+    problem = sidecar_problem(engine)
+    if problem == "missing":
         raise ExportError(f"{engine}: no sidecar {sidecar_path(engine).name}; rebuild it with "
                           "`python -m export.to_trt` (engines are tied to one TensorRT version and GPU)")
+    if problem is not None:
+        raise ExportError(f"{engine}: its sidecar {sidecar_path(engine).name} is {problem}; rebuild it with "
+                          "`python -m export.to_trt`")
+    side = read_sidecar(engine)
+    recorded = side.get("engine_sha256")
+    if recorded and recorded != sha256_file(engine):
+        size = engine.stat().st_size
+        raise ExportError(f"{engine} does not match the sha256 in its sidecar (truncated or replaced? "
+                          f"{size} bytes); rebuild it")
+    return side
+
+
+def check_built_for(engine: str | Path, side: dict, trt_label: str | None = None, device: str | None = None) -> None:
+    """The sidecar's TensorRT (and GPU, when ``device`` is known) must be the running ones."""
     built = side["key"].get("trt")
-    if built != trt_label:
+    if trt_label is not None and built != trt_label:
         raise ExportError(f"{engine} was built with {built}, this is {trt_label}; rebuild it with "
                           "`python -m export.to_trt`")
     built_dev = side["key"].get("device")
     if device is not None and built_dev not in (device, "cpu-build"):
         raise ExportError(f"{engine} was built for {built_dev}, this GPU is {device}; rebuild it")
-    recorded = side.get("engine_sha256")
-    if recorded and recorded != sha256_file(engine):
-        raise ExportError(f"{engine} does not match the sha256 in its sidecar; rebuild it")
+
+
+def check_loadable(engine: str | Path, trt_label: str | None, device: str | None = None) -> dict:
+    """The sidecar of ``engine`` if it may be deserialised by ``trt_label`` on ``device``.
+
+    Raises a one-line :class:`ExportError` otherwise (no sidecar or a broken one, engine bytes
+    that are not the ones recorded, another TensorRT, another GPU), in that order: the file checks
+    come first, so a wrong or truncated engine is diagnosed on any machine.
+    """
+    side = check_engine_file(engine)
+    check_built_for(engine, side, trt_label, device)
     return side

@@ -96,10 +96,8 @@ class Report:
                            "summary": self.summary(), "images": [asdict(r) for r in self.images]})
 
     def save_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        from lcoan.safeio import atomic_write
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         def fmt(v, spec=".2f"):
@@ -170,8 +168,8 @@ def _read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot read image ({exc})") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # truncated, not an image
+        raise ExportError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     return arr.transpose(2, 0, 1)[None].copy()
 
 
@@ -185,8 +183,13 @@ def _hr_for(lr_path: Path, scale: int) -> Path | None:
     return None
 
 
-def load_samples(folder: str | Path, scale: int, limit: int | None = None) -> list[Sample]:
-    """LR images (or ``.npy`` arrays [N, 3, h, w]) from ``folder``, with HR images when found."""
+def load_samples(folder: str | Path, scale: int, limit: int | None = None,
+                 problems: list | None = None) -> list[Sample]:
+    """LR images (or ``.npy`` arrays [N, 3, h, w]) from ``folder``, with HR images when found.
+
+    An unreadable file raises :class:`ExportError` naming it; with a ``problems`` list it is
+    skipped instead (its one-line message appended) and the others are loaded.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ExportError(f"{folder}: no such image folder")
@@ -195,18 +198,30 @@ def load_samples(folder: str | Path, scale: int, limit: int | None = None) -> li
         raise ExportError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)} or .npy)")
     samples = []
     for path in files[:limit]:
-        if path.suffix.lower() == ".npy":
-            samples.append(Sample(path.stem, check_input(path.name, np.load(path))))
-            continue
-        lr = _read_rgb(path)
-        hr_path = _hr_for(path, scale)
-        hr = None
-        if hr_path is not None:
-            hr = _read_rgb(hr_path)[..., : lr.shape[2] * scale, : lr.shape[3] * scale]
-            if hr.shape[2:] != (lr.shape[2] * scale, lr.shape[3] * scale):
-                hr = None
-        samples.append(Sample(re.sub(rf"x{scale}$", "", path.stem, flags=re.IGNORECASE), lr, hr))
+        try:
+            samples.append(_load_sample(path, scale))
+        except ExportError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
     return samples
+
+
+def _load_sample(path: Path, scale: int) -> Sample:
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ExportError(f"{path}: cannot read array ({type(exc).__name__}: {exc})") from None
+        return Sample(path.stem, check_input(str(path), array))
+    lr = _read_rgb(path)
+    hr_path = _hr_for(path, scale)
+    hr = None
+    if hr_path is not None:
+        hr = _read_rgb(hr_path)[..., : lr.shape[2] * scale, : lr.shape[3] * scale]
+        if hr.shape[2:] != (lr.shape[2] * scale, lr.shape[3] * scale):
+            hr = None
+    return Sample(re.sub(rf"x{scale}$", "", path.stem, flags=re.IGNORECASE), lr, hr)
 
 
 def data_root() -> Path:
@@ -319,8 +334,6 @@ def graph_precision(proto) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import onnx
-
     parser = argparse.ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="weights file (default: the bundled weights)")
     parser.add_argument("--onnx", required=True, help="exported graph (either sort form, fp32 or fp16)")
@@ -335,6 +348,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", help="TensorRT engine to compare with ONNX Runtime on --onnx (needs a GPU)")
     parser.add_argument("--plugins", help="plugin library for --engine")
     args = parser.parse_args(argv)
+    from lcoan.safeio import OutputError
+    try:  # run_cli's one-line handler knows ExportError
+        return _main(args)
+    except OutputError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _main(args) -> int:
+    import onnx
+
+    from lcoan.safeio import refuse_overwrite
+    inputs = [args.onnx, args.weights, args.images, args.engine]
+    if args.json:
+        refuse_overwrite(args.json, inputs, what="--json report")
+    if args.polygraphy_dir:
+        refuse_overwrite(args.polygraphy_dir, inputs, what="--polygraphy-dir")
     if args.engine:
         from .runtime import parity_engine_main
         return parity_engine_main(args.engine, args.onnx, args.images, args.plugins, args.limit, args.json)
@@ -346,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         proto = onnx.load(str(onnx_path))
     except Exception as exc:
         raise ExportError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
+    from .to_onnx import check_finite_graph
+    check_finite_graph(proto, onnx_path)
     meta = {p.key: p.value for p in proto.metadata_props}
     graph_scale = int(meta["lcoan_scale"]) if "lcoan_scale" in meta else None
     if args.scale and graph_scale and args.scale != graph_scale:
@@ -357,8 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     if graph_scale and model.scale != graph_scale:
         raise ExportError(f"weights are for x{model.scale}, the graph {onnx_path} is for x{graph_scale}")
     scale = model.scale
-    samples = (load_samples(args.images, scale, args.limit) if args.images
+    problems: list[str] = []
+    samples = (load_samples(args.images, scale, args.limit, problems=problems) if args.images
                else benchmark_samples(scale, limit=args.limit))
+    for line in problems:  # named, skipped; the exit status reports them at the end
+        print(f"skipped: {line}", file=sys.stderr)
+    if not samples:
+        raise ExportError(f"{args.images}: none of the images could be read")
     precision = graph_precision(proto)
     outputs: dict = {}
     report = compare(torch_runner(model), ort_runner(proto, threads=args.threads), samples,
@@ -369,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.polygraphy_dir:
         inputs, outs = save_polygraphy(samples, outputs, args.polygraphy_dir)
         print("polygraphy check: " + " ".join(polygraphy_command(onnx_path, inputs, outs, precision)))
-    return 0 if report.passed else 1
+    if problems:
+        print(f"error: {len(problems)} image(s) could not be read (listed above)", file=sys.stderr)
+    return 0 if report.passed and not problems else 1
 
 
 if __name__ == "__main__":

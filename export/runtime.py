@@ -7,7 +7,8 @@
 Dynamic shapes go through ``set_input_shape``, buffers through ``set_tensor_address`` and the
 launch through ``execute_async_v3`` on the current torch CUDA stream (TensorRT 10.x / 11.x and
 TensorRT-RTX share this API). The engine's sidecar is checked before deserialising
-(``export.cache.check_loadable``). Without a TensorRT runtime or a CUDA GPU the constructor
+(``export.cache.check_loadable``), and before the GPU check, so a wrong or truncated engine is
+reported as such on any machine. Without a TensorRT runtime or a CUDA GPU the constructor then
 raises a one-line :class:`RuntimeUnavailable`.
 
 ``compare_engine`` runs an engine against ONNX Runtime on the same inputs with Polygraphy's
@@ -22,6 +23,7 @@ raises a one-line :class:`RuntimeUnavailable`.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -63,12 +65,22 @@ class Engine:
 
     def __init__(self, path: str | os.PathLike, plugins: str | os.PathLike | None = None,
                  device: int = 0, check_sidecar: bool = True):
-        trt, torch = require_runtime()
-        self.trt, self.torch = trt, torch
         self.path = Path(path)
+        # Sidecar, sha256 and TensorRT version first: a wrong or truncated engine is diagnosed on
+        # any machine, before "no GPU" could hide it.
+        side = cache.check_engine_file(self.path) if check_sidecar else {}
+        try:
+            trt = import_trt()
+        except ExportError as exc:
+            raise RuntimeUnavailable(str(exc)) from None
+        if check_sidecar:
+            cache.check_built_for(self.path, side, trt_info(trt).label)
+        torch = _torch_cuda()
+        self.trt, self.torch = trt, torch
         self.device = torch.device("cuda", device)
-        label = device_info(device).label
-        self.sidecar = cache.check_loadable(self.path, trt_info(trt).label, label) if check_sidecar else {}
+        if check_sidecar:
+            cache.check_built_for(self.path, side, device=device_info(device).label)
+        self.sidecar = side
         if plugins:
             from .to_trt import load_plugins
             load_plugins(trt, plugins)
@@ -150,7 +162,12 @@ def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, imag
     if images is None:
         samples = parity.benchmark_samples(scale, limit=limit)
     elif isinstance(images, (str, os.PathLike)):
-        samples = parity.load_samples(images, scale, limit)
+        problems: list[str] = []
+        samples = parity.load_samples(images, scale, limit, problems=problems)
+        for line in problems:  # named and skipped, as in export.parity
+            print(f"skipped: {line}", file=sys.stderr)
+        if not samples:
+            raise ExportError(f"{images}: none of the images could be read")
     else:
         samples = list(images)
     thresholds = parity.THRESHOLDS.get(precision) or parity.Thresholds(*INT8_THRESHOLDS)

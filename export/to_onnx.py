@@ -83,6 +83,28 @@ def _torch_export(model: LCoAN, opset: int) -> onnx.ModelProto:
     return onnx.load_model_from_string(buffer.getvalue())
 
 
+def check_finite_model(model: LCoAN, name: str = "model") -> None:
+    """Refuse NaN/Inf weights: the graph would run and give black or white images."""
+    from lcoan.checkpoint import first_non_finite
+    found = first_non_finite(model.state_dict())
+    if found:
+        raise ExportError(f"{name}: tensor {found[0]!r} has {found[1]} non-finite value(s) (NaN/Inf); not exported")
+
+
+def check_finite_graph(proto: onnx.ModelProto, path: str | Path = "graph") -> None:
+    """Refuse an ONNX graph whose float initializers hold NaN/Inf, naming the first one."""
+    import numpy as np
+    from onnx import numpy_helper
+    for init in proto.graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                              onnx.TensorProto.BFLOAT16):
+            values = numpy_helper.to_array(init)
+            bad = int(values.size - np.count_nonzero(np.isfinite(values.astype(np.float32))))
+            if bad:
+                raise ExportError(f"{path}: initializer {init.name!r} has {bad} non-finite value(s) (NaN/Inf); "
+                                  "the weights it was exported from are broken")
+
+
 def check_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Full checker plus strict shape inference; returns the shape-inferred model."""
     onnx.checker.check_model(proto, full_check=True)
@@ -97,6 +119,7 @@ def build_onnx(model: LCoAN, sort: str = "onnx", opset: int = DEFAULT_OPSET,
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     check_opset(opset)
+    check_finite_model(model)
     proto = _torch_export(prepare(model), opset)
     bad = [n.name for n in proto.graph.node if n.op_type in FORBIDDEN_SORT_OPS]
     if bad:
