@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "setup: apt-get install GStreamer 1.x and the PyGObject build headers"; \
 	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    --no-install-recommends $(GST_APT) >/dev/null || exit 1; \
+	    $(GST_APT) >/dev/null || exit 1; \
 	else echo "setup: not root or no apt-get: GStreamer not installed (needs: $(GST_APT)); the GStreamer tests will skip"; fi
 	@if pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
 	  $(BIN)/pip install -q -e ".[gst]"; \
