@@ -208,7 +208,7 @@ def run_cases(lib, cases=None, log=print) -> list[dict]:
     return rows
 
 
-def run_sanitizer(tool: str, sanitizer: str, timeout: int = 240) -> dict:
+def run_sanitizer(tool: str, sanitizer: str, timeout: int = 180) -> dict:
     """SANITIZER_CASES in a child process under compute-sanitizer; errors make it exit 99."""
     cmd = [sanitizer, "--tool", tool, "--error-exitcode", "99"]
     cmd += [sys.executable, "-m", "plugins.gpu_check", "--sanitizer-child"]
