@@ -1,9 +1,10 @@
 """FP16 graphs: the maintained converter (onnxconverter-common) with FP32 islands.
 
 FP16 everywhere except where a rounding error changes a discrete decision or overflows:
-  * cluster assignment: the embedding's L2 normalisation, the MatMul with the frozen
-    centroids and the ArgMax (every node of the ``.../kmeans/`` scope);
-  * the attention softmax: the score MatMul, ReduceLogSumExp, the subtraction and Exp.
+  * cluster assignment: the MatMul with the frozen centroids and the ArgMax (every node
+    of the ``.../kmeans/`` scope);
+  * the attention softmax: the score MatMul and the Softmax (graphs exported before the
+    model used Softmax have ReduceLogSumExp, the subtraction and Exp instead).
 Input ``lr`` and output ``sr`` stay float32 (``keep_io_types``). This form parses and builds
 in TensorRT-RTX (strongly typed networks take the types from the graph).
 """

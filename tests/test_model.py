@@ -162,7 +162,7 @@ def test_gradient_reaches_group1_match_conv_through_last_group_only():
     out.square().sum().backward()
     grad = producer.match_conv.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert not pattern.gather_index.requires_grad and not pattern.inverse.requires_grad
+    assert not pattern.wrapped_index.requires_grad and not pattern.inverse.requires_grad
 
 
 # ----------------------------------------------------------------------------- k-means EMA (Eq. 10)

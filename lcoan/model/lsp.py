@@ -21,8 +21,13 @@ def _ddp_active() -> bool:
 
 
 def nearest_centroid(features: Tensor, centroids: Tensor) -> Tensor:
-    """Cosine assignment (Eq. 6): argmax_k <x / |x|, mu_k>. features [..., D] -> ids [...]."""
-    return (F.normalize(features, p=2, dim=-1) @ centroids.t()).argmax(dim=-1)
+    """Cosine assignment (Eq. 6): argmax_k <x / |x|, mu_k>. features [..., D] -> ids [...].
+
+    Dividing a row by its positive norm does not change which centroid wins, so the
+    normalisation is skipped: a full pass over every position saved, in PyTorch and in
+    the exported graph. (A zero row scores 0 against every centroid either way.)
+    """
+    return (features @ centroids.t()).argmax(dim=-1)
 
 
 def member_directions(features: Tensor, ids: Tensor, num_clusters: int,

@@ -13,11 +13,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 KEY_NORM_EPS = 5e-5  # the public model's eps for L2-normalised keys
+# Windows are processed in blocks of about this many bytes of attention weights. The
+# per-window work is small, memory-bound GEMMs; whole-image temporaries (scores, three
+# key copies) would cost more in page faults and cache misses than in arithmetic.
+BLOCK_BYTES = 1 << 20
+
+
+def _window_blocks(n_windows: int, window: int) -> list[tuple[int, int]]:
+    """[start, stop) window ranges; one block when tracing, so that export sees no loop."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return [(0, n_windows)]
+    size = max(1, BLOCK_BYTES // (12 * window * window))  # w x 3w float32 weights per window
+    return [(start, min(start + size, n_windows)) for start in range(0, n_windows, size)]
 
 
 def gather_rows(rows: Tensor, index: Tensor) -> Tensor:
-    """rows [B, L, C], index [B, M] -> rows[b, index[b, m]] as [B, M, C]."""
-    return rows.gather(1, index.unsqueeze(-1).expand(-1, -1, rows.shape[-1]))
+    """rows [B, L, C], index [B, M] -> rows[b, index[b, m]] as [B, M, C].
+
+    One ``index_select`` on the flattened rows: on CPU it is several times faster than
+    ``gather`` with an index expanded over C, and it exports as a single ONNX Gather.
+    """
+    batch, length, channels = rows.shape
+    offsets = torch.arange(batch, device=index.device).unsqueeze(1) * length  # [B, 1]
+    flat = rows.reshape(batch * length, channels)
+    return flat.index_select(0, (index + offsets).reshape(-1)).view(batch, index.shape[1], channels)
 
 
 def padded_slot_index(length: int, window: int, device: torch.device) -> Tensor:
@@ -36,39 +55,47 @@ def padded_slot_index(length: int, window: int, device: torch.device) -> Tensor:
     return torch.where(j < length, j, tail)
 
 
-def to_windows(rows: Tensor, window: int) -> Tensor:
-    """[B, Lp, C] -> [B, n_windows, window, C]."""
-    return rows.reshape(rows.shape[0], -1, window, rows.shape[-1])
+def with_wrap_windows(slots: Tensor, window: int) -> Tensor:
+    """[Lp] padded slots -> [Lp + 2w]: the last window before, the first window after.
 
-
-def with_adjacent_windows(windows: Tensor) -> Tensor:
-    """Each window sees itself, the previous and the next one, with wrap-around.
-
-    Key order [current, previous, next], as in the public model. [B, W, w, C] -> [B, W, 3w, C].
+    Window i of the padded sequence then finds its previous, own and next window at
+    windows i, i+1, i+2 of this sequence: the wrap-around of Eq. 8 without any roll.
     """
-    return torch.cat([windows, windows.roll(1, dims=1), windows.roll(-1, dims=1)], dim=2)
+    return torch.cat([slots[-window:], slots, slots[:window]])
 
 
-def softmax_by_logsumexp(scores: Tensor) -> Tensor:
-    """exp(s - logsumexp(s)): the public model's softmax (Eq. 9), numerically identical."""
-    return torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))
+def adjacent_windows(wrapped: Tensor, window: int) -> Tensor:
+    """[B, (W+2)*w, C] wrapped rows -> [B, W, 3w, C], keys in the order [previous, current, next].
+
+    Eagerly this is a strided view (no copy: the three windows are contiguous in memory);
+    the ONNX exporter has no strided views, so there it is three slices and a Concat.
+    """
+    batch, rows, channels = wrapped.shape
+    n_windows = rows // window - 2
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        by_window = wrapped.reshape(batch, n_windows + 2, window, channels)
+        return torch.cat([by_window[:, :-2], by_window[:, 1:-1], by_window[:, 2:]], dim=2)
+    wrapped = wrapped.contiguous()
+    return wrapped.as_strided((batch, n_windows, 3 * window, channels),
+                              (rows * channels, window * channels, channels, 1))
 
 
 @dataclass
 class SparsePattern:
     """LSP pattern for a batch: which rows each window reads, and with what weights."""
 
-    gather_index: Tensor  # [B, Lp] positions, in sorted order, padded by repetition
-    inverse: Tensor       # [B, L] position -> sorted slot (always < L: padding is never read back)
-    weights: Tensor       # [B, n_windows, w, 3w] attention weights
+    wrapped_index: Tensor  # [B, (W+2)*w] positions in sorted order, padded, one wrap window each side
+    inverse: Tensor        # [B, L] position -> sorted slot (always < L: padding is never read back)
+    weights: Tensor        # [B, W, w, 3w] attention weights over keys [previous, current, next]
     window: int
 
     def apply(self, values: Tensor) -> Tensor:
-        """values [B, L, C] -> attended values [B, L, C] (Eq. 12)."""
-        windows = to_windows(gather_rows(values, self.gather_index), self.window)
-        mixed = self.weights @ with_adjacent_windows(windows)  # [B, W, w, C]
-        mixed = mixed.reshape(values.shape[0], -1, values.shape[-1])
-        return gather_rows(mixed, self.inverse)
+        """values [B, L, C] -> attended values [B, L, C] (Eq. 12: A_s W(X))."""
+        w = self.window
+        wrapped = gather_rows(values, self.wrapped_index)                   # [B, (W+2)*w, C]
+        mixed = torch.cat([self.weights[:, a:b] @ adjacent_windows(wrapped[:, a * w:(b + 2) * w], w)
+                           for a, b in _window_blocks(self.weights.shape[1], w)], dim=1)  # [B, W, w, C]
+        return gather_rows(mixed.reshape(values.shape[0], -1, values.shape[-1]), self.inverse)
 
 
 @dataclass
@@ -84,16 +111,22 @@ class DensePattern:
 def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int) -> SparsePattern:
     """Windowed attention weights over the cluster-sorted sequence (Eq. 8-9).
 
-    Queries are the raw embeddings; keys are the same embeddings L2-normalised.
+    Queries are the raw embeddings; keys are the same embeddings L2-normalised. Each window
+    attends to itself and its two neighbours (with wrap-around); softmax is order-free, so
+    keeping the keys in memory order [previous, current, next] changes nothing but speed.
     """
-    slots = padded_slot_index(queries.shape[1], window, queries.device)
-    gather_index = perm.gather(1, slots.unsqueeze(0).expand(perm.shape[0], -1))
-    q = to_windows(gather_rows(queries, gather_index), window)
-    k = with_adjacent_windows(F.normalize(q, p=2, dim=-1, eps=KEY_NORM_EPS))
-    weights = softmax_by_logsumexp(q @ k.transpose(-1, -2))
-    return SparsePattern(gather_index, inverse, weights, window)
+    slots = with_wrap_windows(padded_slot_index(queries.shape[1], window, queries.device), window)
+    wrapped_index = perm.index_select(1, slots)                                  # [B, (W+2)*w]
+    wrapped = gather_rows(queries, wrapped_index)                                # [B, (W+2)*w, D]
+    keys = F.normalize(wrapped, p=2, dim=-1, eps=KEY_NORM_EPS)
+    q = wrapped[:, window:-window].reshape(queries.shape[0], -1, window, queries.shape[-1])
+    weights = torch.cat([                                                        # [B, W, w, 3w]
+        torch.softmax(q[:, a:b] @ adjacent_windows(keys[:, a * window:(b + 2) * window], window)
+                      .transpose(-1, -2), dim=-1)
+        for a, b in _window_blocks(q.shape[1], window)], dim=1)
+    return SparsePattern(wrapped_index, inverse, weights, window)
 
 
 def dense_pattern(queries: Tensor) -> DensePattern:
     keys = F.normalize(queries, p=2, dim=-1, eps=KEY_NORM_EPS)
-    return DensePattern(softmax_by_logsumexp(queries @ keys.transpose(-1, -2)))
+    return DensePattern(torch.softmax(queries @ keys.transpose(-1, -2), dim=-1))
