@@ -34,7 +34,7 @@ import numpy as np
 __all__ = ["Backend", "BackendUnavailable", "TorchBackend", "OrtBackend", "TensorRTBackend",
            "BicubicBackend", "SlowedBackend", "load_backend", "BACKENDS", "guess_backend"]
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "bicubic")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "bicubic", "triton")
 ORT_INSTALL = ("the onnxruntime backend needs ONNX Runtime: pip install onnxruntime "
                "(onnxruntime-gpu for the CUDA/TensorRT providers) onnx")
 
@@ -293,11 +293,15 @@ def _export_temp_onnx(model_spec: Optional[str], scale: Optional[int]) -> str:
 
 def load_backend(kind: Optional[str] = None, model: Optional[str] = None, scale: Optional[int] = None,
                  precision: str = "fp32", device: Optional[str] = None, threads: Optional[int] = None,
-                 plugins: Optional[str] = None) -> Backend:
+                 plugins: Optional[str] = None, url: Optional[str] = None, tile: Optional[int] = None,
+                 overlap: int = 16) -> Backend:
     """The backend ``kind`` (default: from ``model``'s file type) for ``model``."""
     kind = kind or guess_backend(model)
     if kind not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    if kind == "triton":  # the model lives on the server at ``url`` (app/triton_backend.py)
+        from .triton_backend import TritonBackend
+        return TritonBackend(url, tile=tile, overlap=overlap)
     if model and not model.startswith("random:") and not os.path.exists(model):
         raise BackendUnavailable(f"model file not found: {model}")
     if kind == "bicubic":

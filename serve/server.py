@@ -141,7 +141,8 @@ class TritonServer:
     def __init__(self, repository: str | os.PathLike, *, config_name: str | None = "cpu", model: str = "lcoan",
                  venv: str | os.PathLike | None = None, http_port: int | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None,
-                 startup_timeout_s: float = 120.0, log_path: str | os.PathLike | None = None):
+                 startup_timeout_s: float = 120.0, log_path: str | os.PathLike | None = None,
+                 backend_dir: str | os.PathLike | None = None):
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise ServeError(f"{self.repository}: no such model repository")
@@ -153,6 +154,7 @@ class TritonServer:
         self.startup_timeout_s = startup_timeout_s
         self._tmp = tempfile.TemporaryDirectory(prefix="lcoan_triton_")
         self.log_path = Path(log_path) if log_path else Path(self._tmp.name) / "tritonserver.log"
+        self.backend_dir = Path(backend_dir).resolve() if backend_dir else Path(self._tmp.name) / "backends"
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -172,7 +174,7 @@ class TritonServer:
         return f"http://{LOOPBACK}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
-        return server_command(self.env, self.repository, Path(self._tmp.name) / "backends",
+        return server_command(self.env, self.repository, self.backend_dir,
                               config_name=self.config_name, http_port=self.http_port,
                               grpc_port=self.grpc_port, metrics_port=self.metrics_port)
 
@@ -183,7 +185,7 @@ class TritonServer:
             return ""
 
     def start(self) -> "TritonServer":
-        backend_directory(self.env, Path(self._tmp.name) / "backends")
+        backend_directory(self.env, self.backend_dir)
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
@@ -248,24 +250,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--print-command", action="store_true", help="print the command line and exit")
+    p.add_argument("--print-command", action="store_true", help="assemble the backend folder, print the "
+                   "command line that serves the repository, and exit")
+    p.add_argument("--backend-dir", help="where the Python backend folder is assembled (default: a temporary "
+                   "folder; with --print-command: ./triton_backends)")
     args = p.parse_args(argv)
     try:
         server = TritonServer(args.repository, config_name=args.config or None, http_port=args.http_port,
-                              grpc_port=args.grpc_port, metrics_port=args.metrics_port)
+                              grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                              backend_dir=args.backend_dir or ("triton_backends" if args.print_command else None))
     except ServeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.print_command:
+        backend_directory(server.env, server.backend_dir)
         env = server_environ(server.env, {})
         print(f"PATH={shlex.quote(env['PATH'].rstrip(os.pathsep))}:$PATH "
               f"LD_LIBRARY_PATH={shlex.quote(env['LD_LIBRARY_PATH'])} {shlex.join(server.command())}")
-        print(f"# {server.command()[2].split('=', 1)[1]} must hold python/libtriton_python.so, "
-              f"triton_python_backend_utils.py and {server.env.stub}")
         server.close()
         return 0
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    # SIGTERM too (and SIGINT, which shells ignore in background jobs): the server runs in its own
+    # session and would otherwise outlive this process.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         server.start()
+    except KeyboardInterrupt:
+        server.close()
+        return 1
     except ServeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         server.close()
