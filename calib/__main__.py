@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     if not src.is_file():
         raise CalibrationError(f"{src}: no such ONNX file")
     refuse_overwrite(args.out, [src], what="--out graph")
+    try:
+        graph = onnx.load(str(src))
+    except Exception as exc:  # protobuf DecodeError, truncated file
+        raise CalibrationError(f"{src}: not a readable ONNX file ({type(exc).__name__})") from None
+    from export.to_onnx import check_finite_graph
+    check_finite_graph(graph, src)  # before reading any image: broken weights need no calibration
+    del graph
     if args.json:
         refuse_overwrite(args.json, [src, args.images], what="--json file")
     problems: list = []

@@ -104,6 +104,10 @@ def evaluate_set(model: Optional[torch.nn.Module], folder: PathLike, scale: int,
         if model is not None:
             sr = tiled_forward(model, lr[None].to(device), scale, tile=tile, overlap=overlap,
                                out_device=torch.device("cpu"))[0].float()
+            bad = int((~torch.isfinite(sr)).sum())
+            if bad:  # scored, it would be a NaN mean (or, clamped, a made-up number)
+                raise EvaluationError(f"{Path(folder).name}/{dataset.names[i]}: the model output has {bad} "
+                                      "non-finite value(s) (NaN/Inf); the weights are broken")
             entry["psnr"] = psnr_y(sr, hr, shave=scale)
             entry["ssim"] = ssim_y(sr, hr, shave=scale)
         if bicubic:
@@ -192,9 +196,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from . import CheckpointError
 
+    from .safeio import OutputError, refuse_overwrite
     try:
         device = inference_device(args)
-    except ValueError as exc:
+        if args.json:
+            refuse_overwrite(args.json, [args.weights], what="--json file")
+    except (ValueError, OutputError) as exc:
         return _fail(str(exc))
     try:
         model, weights = load_cli_model(args)
@@ -205,9 +212,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result["weights"] = str(weights)
     print(format_table(result, model_name=f"LCoAN ({weights.name})"))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
+        from .safeio import OutputError, atomic_write
+        try:
+            out = atomic_write(args.json, json.dumps(result, indent=2))
+        except OutputError as exc:
+            return _fail(str(exc))
         print(f"wrote {out}", file=sys.stderr)
     return 0
 

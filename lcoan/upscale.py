@@ -18,7 +18,15 @@ Inputs are files and folders; a folder contributes the image files directly insi
 * A file that cannot be read or written is reported on one line (naming it) and skipped; the others
   are still written and the exit status is 1 at the end. An output path that would overwrite one
   of the inputs, or another output of the same run, counts as such an error for that file.
-  Outputs are written atomically (temporary file, then rename).
+  Outputs are written atomically (temporary file, then rename; :mod:`lcoan.safeio`).
+* A model output with NaN or Inf is an error for that image (named, skipped), not a black or
+  white picture.
+* Memory: before an image runs, its peak is estimated (:func:`lcoan.tiling.check_memory`:
+  about 128 bytes per LR pixel per feature channel, e.g. 1.1 TB for a 12000x12000 image with
+  ``edge``) and compared with 80 % of the available memory (free GPU memory, or available RAM
+  within a cgroup limit; ``LCOAN_MAX_MEMORY_MB`` overrides). An image that would not fit is
+  refused in one line that suggests a ``--tile N`` that fits; tiling is not switched on silently,
+  because it changes LCoAN's output slightly. Tiled runs show ``tile i/n`` in the progress bar.
 * Exit status 2 (one line, no traceback) for unusable arguments: missing or wrong-scale weights,
   no input images at all, an unavailable device.
 
@@ -52,11 +60,12 @@ from PIL import Image
 
 from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alpha, write_image
 from .data.resize import imresize
-from .tiling import tiled_forward
+from .safeio import OutputError, refuse_overwrite
+from .tiling import MemoryEstimateError, check_memory, tiled_forward
 from .cli import DEFAULT_OVERLAP, add_inference_args, add_model_args, inference_device, load_cli_model
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
-           "DEFAULT_OVERLAP"]
+           "DEFAULT_OVERLAP", "NonFiniteOutput"]
 
 PathLike = Union[str, os.PathLike]
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -76,19 +85,34 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+class NonFiniteOutput(ValueError):
+    """The model produced NaN or Inf for an image: an error for that image, never a picture."""
+
+
 @torch.no_grad()
 def upscale_array(model: torch.nn.Module, rgb: np.ndarray, alpha: Optional[np.ndarray] = None,
                   tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
-                  device: Optional[Union[str, torch.device]] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                  device: Optional[Union[str, torch.device]] = None,
+                  on_tile=None, name: str = "image") -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """``rgb`` float ``HxWx3`` in [0, 1] (and optional ``alpha`` ``HxW``) -> upscaled, clipped to [0, 1].
 
     The model runs on ``device`` (default: where its parameters are); the result is assembled on
     the CPU. Alpha is upscaled with MATLAB bicubic and clipped. The model must be in eval mode.
+    Raises :class:`lcoan.tiling.MemoryEstimateError` before any work when the image would not fit
+    in memory (with a ``--tile`` suggestion), and :class:`NonFiniteOutput` when the model output
+    has NaN/Inf. ``on_tile(done, total)`` reports tiled progress.
     """
     scale = _model_scale(model)
     device = torch.device(device) if device is not None else _model_device(model)
+    n_feats = getattr(getattr(model, "config", None), "n_feats", None)
+    if n_feats:
+        check_memory(rgb.shape[0], rgb.shape[1], scale, n_feats, tile, overlap, device, name=name)
     lr = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
-    sr = tiled_forward(model, lr, scale, tile=tile, overlap=overlap, out_device=torch.device("cpu"))
+    sr = tiled_forward(model, lr, scale, tile=tile, overlap=overlap, out_device=torch.device("cpu"),
+                       on_tile=on_tile)
+    bad = int((~torch.isfinite(sr)).sum())
+    if bad:  # clamping would save NaN as black and +Inf as white
+        raise NonFiniteOutput(f"{name}: the model output has {bad} non-finite value(s) (NaN/Inf); not written")
     out = sr[0].float().clamp_(0, 1).permute(1, 2, 0).numpy()
     up_alpha = None
     if alpha is not None:
@@ -122,18 +146,19 @@ def output_path(src: PathLike, out_dir: PathLike, scale: int) -> Path:
 
 
 def upscale_file(model: torch.nn.Module, src: PathLike, dst: PathLike, tile: Optional[int] = None,
-                 overlap: int = DEFAULT_OVERLAP, device: Optional[Union[str, torch.device]] = None) -> Path:
+                 overlap: int = DEFAULT_OVERLAP, device: Optional[Union[str, torch.device]] = None,
+                 on_tile=None) -> Path:
     """Read ``src``, upscale it, write ``dst`` (atomically); returns ``dst``.
 
     16-bit PNG in and ``dst`` a ``.png``: 16-bit out; greyscale in: greyscale out; alpha kept.
     Raises :class:`ImageReadError` for unreadable input and ``ValueError`` if ``dst`` is ``src``.
     """
     src, dst = Path(src), Path(dst)
-    if dst.exists() and src.exists() and os.path.samefile(src, dst):
-        raise ValueError(f"refusing to overwrite the input '{src}'")
+    refuse_overwrite(dst, [src])
     rgb, alpha = read_image_with_alpha(src)
     bits, grey = source_info(src)
-    out, up_alpha = upscale_array(model, rgb, alpha, tile=tile, overlap=overlap, device=device)
+    out, up_alpha = upscale_array(model, rgb, alpha, tile=tile, overlap=overlap, device=device,
+                                  on_tile=on_tile, name=str(src))
     channels = [out.mean(axis=2, keepdims=True)] if grey else [out]
     if up_alpha is not None:
         channels.append(up_alpha[:, :, None])
@@ -166,12 +191,24 @@ def collect_inputs(inputs: Sequence[PathLike]) -> Tuple[List[Path], List[Tuple[P
 def _plan(files: List[Path], out_dir: Path, scale: int):
     """Pairs (src, dst) and problems for outputs that would hit an input or another output."""
     inputs = {p.resolve() for p in files}
+    inodes = set()
+    for p in files:  # hard links and bind mounts name an input under another path
+        try:
+            st = p.stat()
+            inodes.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
     planned: dict = {}
     jobs, problems = [], []
     for src in files:
         dst = output_path(src, out_dir, scale)
         key = dst.resolve()
-        if key in inputs:
+        try:
+            st = dst.stat()
+            same_inode = (st.st_dev, st.st_ino) in inodes
+        except OSError:
+            same_inode = False
+        if key in inputs or same_inode:
             problems.append((src, f"output '{dst}' would overwrite an input file; skipped"))
         elif key in planned:
             problems.append((src, f"output '{dst}' is also the output of '{planned[key]}'; skipped"))
@@ -229,8 +266,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bar = tqdm(jobs, unit="img", disable=args.no_progress, file=sys.stderr)
     for src, dst in bar:
         bar.set_postfix_str(src.name, refresh=False)
+
+        def on_tile(done: int, total: int, _name=src.name) -> None:  # tiled runs: tile i/n of this image
+            if total > 1:
+                bar.set_postfix_str(f"{_name} tile {done}/{total}", refresh=True)
         try:
-            upscale_file(model, src, dst, tile=args.tile, overlap=args.tile_overlap, device=device)
+            upscale_file(model, src, dst, tile=args.tile, overlap=args.tile_overlap, device=device, on_tile=on_tile)
+        except (MemoryEstimateError, NonFiniteOutput, OutputError) as exc:
+            failed += 1
+            message = " ".join(str(exc).split())
+            message = message[len(f"{src}: "):] if message.startswith(f"{src}: ") else message
+            tqdm.write(f"{src}: skipped: {message}", file=sys.stderr)
         except ImageReadError as exc:
             failed += 1
             tqdm.write(f"{src}: skipped: {exc.reason}", file=sys.stderr)
