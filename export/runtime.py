@@ -138,7 +138,7 @@ def engine_runner(path: str | os.PathLike, plugins: str | os.PathLike | None = N
 
 
 # --------------------------------------------------------------------------- comparisons
-INT8_THRESHOLDS = (30.0, None)  # min drift dB vs the FP32 graph, max abs
+INT8_THRESHOLDS = (5e-2, 5e-2)  # atol, rtol vs the FP32 graph (Polygraphy's rule; export.parity.Thresholds)
 
 
 def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, images=None, *,
@@ -195,7 +195,9 @@ def polygraphy_compare(engine, proto, samples, *, plugins=None, precision: str =
     runners = [TrtRunner(EngineFromBytes(Path(engine).read_bytes()), name="tensorrt"),
                OnnxrtRunner(lambda: ort_ops.session(proto), name="onnxruntime")]
     results = Comparator.run(runners, data_loader=data)
-    tol = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2)}.get(precision, (5e-2, 5e-2))
+    from . import parity
+    rule = parity.THRESHOLDS.get(precision) or parity.Thresholds(*INT8_THRESHOLDS)
+    tol = (rule.atol, rule.rtol)  # the rule export.parity's report applies, so both verdicts agree
     return bool(Comparator.compare_accuracy(
         results, compare_func=CompareFunc.simple(atol=tol[0], rtol=tol[1])))
 
