@@ -28,6 +28,8 @@ CANDIDATES: list[tuple[str, dict]] = [
     ("32f-4g2b-w64-m8", dict(n_feats=32, n_groups=4, n_blocks=2, window_size=64, match_dim=8)),
     ("40f-3g2b-w64-m16", dict(n_feats=40, n_groups=3, n_blocks=2, window_size=64, match_dim=16)),
     ("32f-6g1b-w64-m16", dict(n_feats=32, n_groups=6, n_blocks=1, window_size=64, match_dim=16)),
+    # the shipped preset without attention, on the same budget: what LSP + CoA buy
+    ("32f-4g2b-none", dict(n_feats=32, n_groups=4, n_blocks=2, attention="none")),
 ]
 CONFIG = "configs/realtime_x2_291.yaml"
 
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
             continue
         model = load_model(weights)
         scores = evaluate(model, sets=["Set5", "Set14"], progress=False)
-        none = build_model("realtime", scale=2, **overrides, attention="none").eval()
+        none = build_model("realtime", scale=2, **{**overrides, "attention": "none"}).eval()
         rows.append({"candidate": name, "params_k": model.num_parameters() / 1e3,
                      "mflop_px": mflops_per_pixel(model), "fps_360p": fps_360p(model),
                      "fps_360p_none": fps_360p(none),

@@ -253,3 +253,67 @@ def test_unusable_files_give_one_line_errors(tmp_path):
     with pytest.raises(CheckpointError, match="x2, not x4"):
         load_model(own, scale=4)
     assert load_model(own).config.scale == 2
+
+
+# ----------------------------------------------------------------------------- optimised LCoA vs the reference
+def reference_sparse_attention(queries, values, perm, inverse, window):
+    """The public model's literal form: pad, three window copies [current, previous, next],
+    logsumexp softmax, scatter back. Kept here as the reference the fast path must equal."""
+    length = queries.shape[1]
+    n_windows = -(-length // window)
+    j = torch.arange(n_windows * window)
+    slots = torch.where(j < length, j, (length - 1) - torch.remainder(n_windows * window - 1 - j, length))
+    index = perm[:, slots]
+
+    def windows(rows):
+        g = rows.gather(1, index.unsqueeze(-1).expand(-1, -1, rows.shape[-1]))
+        return g.reshape(rows.shape[0], n_windows, window, rows.shape[-1])
+
+    def adjacent(w):
+        return torch.cat([w, w.roll(1, dims=1), w.roll(-1, dims=1)], dim=2)
+
+    q = windows(queries)
+    k = adjacent(F.normalize(q, p=2, dim=-1, eps=5e-5))
+    scores = q @ k.transpose(-1, -2)
+    weights = torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))
+    mixed = (weights @ adjacent(windows(values))).reshape(values.shape[0], -1, values.shape[-1])
+    return mixed.gather(1, inverse.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+
+@pytest.mark.parametrize("batch, length, window", [
+    (1, 5, 16),      # below one window: cyclic padding
+    (2, 37, 16),     # padding, batch > 1
+    (3, 4100, 64),   # above TensorRT's 3840 TopK cap, several window blocks
+    (1, 6000, 128),  # many blocks of the block-wise path
+])
+@pytest.mark.parametrize("grad", [False, True])
+def test_fast_sparse_attention_equals_reference(batch, length, window, grad):
+    g = torch.Generator().manual_seed(length)
+    queries = torch.randn(batch, length, 8, generator=g) * 3
+    values = torch.randn(batch, length, 12, generator=g)
+    ids = torch.randint(0, 7, (batch, length), generator=g)
+    perm, inverse = stable_sort(ids, 7)
+    expected = reference_sparse_attention(queries, values, perm, inverse, window)
+    with torch.set_grad_enabled(grad):
+        out = sparse_pattern(queries.requires_grad_(grad), perm, inverse, window).apply(values)
+    torch.testing.assert_close(out.detach(), expected, atol=1e-5, rtol=1e-5)
+    if grad:
+        out.square().sum().backward()
+        assert torch.isfinite(queries.grad).all() and queries.grad.abs().sum() > 0
+
+
+def test_counting_sort_int32_form_equals_stable_argsort_at_scale():
+    ids = torch.randint(0, 128, (2, 129_600), generator=torch.Generator().manual_seed(0))  # 270 x 480
+    perm, inverse = counting_sort(ids, 128)
+    for b in range(2):
+        assert np.array_equal(perm[b].numpy(), np.argsort(ids[b].numpy(), kind="stable"))
+    assert torch.equal(perm.gather(1, inverse), torch.arange(ids.shape[1]).expand_as(ids))
+
+
+# ----------------------------------------------------------------------------- the realtime preset
+def test_realtime_preset_fits_the_jetson_flop_budget():
+    from benchmarks.flops import mflops_per_pixel
+    model = build_model("realtime", scale=2)
+    assert model.config.attention == "lcoa" and model.config.n_clusters > 1  # LSP + CoA kept
+    assert mflops_per_pixel(model, 48, 64) <= 0.8  # MFLOP per LR pixel, attention included (issue budget)
+    assert mflops_per_pixel(build_model("edge", scale=2), 48, 64) > 0.8  # the budget does bind

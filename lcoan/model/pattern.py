@@ -19,6 +19,25 @@ KEY_NORM_EPS = 5e-5  # the public model's eps for L2-normalised keys
 BLOCK_BYTES = 1 << 20
 
 
+def _blockwise(fn, blocks: list[tuple[int, int]], shape: tuple[int, ...], like: Tensor, grad: bool,
+               writes_out: bool = False) -> Tensor:
+    """fn(a, b) for every block of windows, joined along dim 1 into a tensor of ``shape``.
+
+    With autograd (or a single block) the blocks are concatenated. Without, they are written
+    straight into one preallocated tensor, so no whole-image temporary is ever made;
+    ``writes_out`` fns take that slice as ``out=`` and fill it themselves.
+    """
+    if (grad and torch.is_grad_enabled()) or len(blocks) == 1:
+        return torch.cat([fn(a, b) for a, b in blocks], dim=1)
+    out = like.new_empty(shape)
+    for a, b in blocks:
+        if writes_out and out.shape[0] == 1:  # a batch of one: the slice is contiguous
+            fn(a, b, out=out[:, a:b])
+        else:
+            out[:, a:b] = fn(a, b)
+    return out
+
+
 def _window_blocks(n_windows: int, window: int) -> list[tuple[int, int]]:
     """[start, stop) window ranges; one block when tracing, so that export sees no loop."""
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
@@ -93,9 +112,13 @@ class SparsePattern:
         """values [B, L, C] -> attended values [B, L, C] (Eq. 12: A_s W(X))."""
         w = self.window
         wrapped = gather_rows(values, self.wrapped_index)                   # [B, (W+2)*w, C]
-        mixed = torch.cat([self.weights[:, a:b] @ adjacent_windows(wrapped[:, a * w:(b + 2) * w], w)
-                           for a, b in _window_blocks(self.weights.shape[1], w)], dim=1)  # [B, W, w, C]
-        return gather_rows(mixed.reshape(values.shape[0], -1, values.shape[-1]), self.inverse)
+        batch, n_windows, channels = values.shape[0], self.weights.shape[1], values.shape[-1]
+        def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
+            return torch.matmul(self.weights[:, a:b], adjacent_windows(wrapped[:, a * w:(b + 2) * w], w), out=out)
+
+        mixed = _blockwise(block, _window_blocks(n_windows, w), (batch, n_windows, w, channels), values,
+                           grad=values.requires_grad or self.weights.requires_grad, writes_out=True)  # [B, W, w, C]
+        return gather_rows(mixed.reshape(batch, -1, channels), self.inverse)
 
 
 @dataclass
@@ -120,10 +143,17 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int) 
     wrapped = gather_rows(queries, wrapped_index)                                # [B, (W+2)*w, D]
     keys = F.normalize(wrapped, p=2, dim=-1, eps=KEY_NORM_EPS)
     q = wrapped[:, window:-window].reshape(queries.shape[0], -1, window, queries.shape[-1])
-    weights = torch.cat([                                                        # [B, W, w, 3w]
-        torch.softmax(q[:, a:b] @ adjacent_windows(keys[:, a * window:(b + 2) * window], window)
-                      .transpose(-1, -2), dim=-1)
-        for a, b in _window_blocks(q.shape[1], window)], dim=1)
+    def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
+        keys_t = adjacent_windows(keys[:, a * window:(b + 2) * window], window).transpose(-1, -2)
+        if out is None:
+            return torch.softmax(q[:, a:b] @ keys_t, dim=-1)
+        scores = torch.matmul(q[:, a:b], keys_t, out=out)  # softmax in place, block in cache
+        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+        return scores.div_(scores.sum(dim=-1, keepdim=True))
+
+    weights = _blockwise(block, _window_blocks(q.shape[1], window),                 # [B, W, w, 3w]
+                         (q.shape[0], q.shape[1], window, 3 * window), queries, grad=queries.requires_grad,
+                         writes_out=True)
     return SparsePattern(wrapped_index, inverse, weights, window)
 
 

@@ -31,19 +31,22 @@ def stable_sort(cluster_ids: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]
 
 
 def counting_sort(cluster_ids: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]:
-    """Stable counting sort from one-hot, cumulative sums and a scatter.
+    """Stable counting sort from one-hot, cumulative sums and gathers.
 
-    Uses only ops that map one-to-one onto standard ONNX (Equal, CumSum, ReduceSum,
-    ScatterElements) and no TopK, whose K is capped at 3840 in TensorRT. Memory is
-    O(L * K). Ids are clamped to [0, K) as every other implementation of the sort does.
+    Uses only ops that map one-to-one onto standard ONNX (Equal, CumSum, GatherElements,
+    ScatterElements) and no TopK, whose K is capped at 3840 in TensorRT. The one-hot and its
+    running count are int32 (O(L * K) memory, half of int64's); every position then reads
+    its own cluster's column instead of reducing over all K. Ids are clamped to [0, K) as
+    every other implementation of the sort does.
     """
     ids = cluster_ids.clamp(0, num_clusters - 1)
     clusters = torch.arange(num_clusters, device=ids.device)
-    one_hot = (ids.unsqueeze(-1) == clusters).to(torch.int64)            # [B, L, K]
-    rank_in_cluster = torch.cumsum(one_hot, dim=1) - one_hot             # exclusive, [B, L, K]
-    counts = one_hot.sum(dim=1, keepdim=True)                            # [B, 1, K]
-    cluster_offset = torch.cumsum(counts, dim=2) - counts                # exclusive, [B, 1, K]
-    inverse = ((rank_in_cluster + cluster_offset) * one_hot).sum(dim=2)  # [B, L]
+    one_hot = (ids.unsqueeze(-1) == clusters).to(torch.int32)            # [B, L, K]
+    seen = torch.cumsum(one_hot, dim=1, dtype=torch.int32)               # inclusive, [B, L, K]
+    rank_in_cluster = seen.gather(2, ids.unsqueeze(-1)).squeeze(-1) - 1  # [B, L]
+    counts = seen[:, -1]                                                 # [B, K]
+    cluster_offset = torch.cumsum(counts, dim=1, dtype=torch.int32) - counts
+    inverse = (rank_in_cluster + cluster_offset.gather(1, ids)).to(torch.int64)  # [B, L]
     positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
     perm = torch.empty_like(inverse).scatter(1, inverse, positions)
     return perm, inverse
