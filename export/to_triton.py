@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queue-delay-us", type=int, default=triton.DEFAULT_QUEUE_DELAY_US,
                    help="dynamic batcher's max queue delay")
     p.add_argument("--sort", choices=("onnx", "plugin"), default="onnx")
-    p.add_argument("--plugins", help="plugin library the builder loads (liblcoan_plugins.so) for --sort plugin")
+    p.add_argument("--plugins", help="plugin library the builder loads (liblcoan_plugins_trt<major>.so) for "
+                   "--sort plugin")
     p.add_argument("--serve-plugins", help=f"self-registering library copied for Triton (default: "
                    f"{triton.STATIC_PLUGIN_LIB} beside --plugins)")
     p.add_argument("--opt-level", type=int, default=None, help="builder optimization level (0-5)")
@@ -55,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     precision = args.precision or "fp16"
     if args.calib and precision != "int8":
         raise ExportError("--calib is for --int8 builds")
+    if args.plugins:
+        from .to_trt import check_plugin_library
+        from .trt import import_trt, reexec_for_rtx_plugins
+        check_plugin_library(import_trt(), args.plugins)  # before any work, and before a restart
+        if argv is None:  # a command line, not a library call: safe to restart
+            reexec_for_rtx_plugins()
     repo = triton.write_repository(
         args.out, weights=args.weights, onnx=args.onnx, scale=args.scale, precision=precision, sort=args.sort,
         plugins=args.plugins, serve_plugins=args.serve_plugins, max_batch=args.max_batch, min_hw=args.min_hw,

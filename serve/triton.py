@@ -15,12 +15,13 @@ writes (atomically: a staging folder renamed into place)::
                                    (selected with --model-config-name=cpu)
         1/model.plan               the engine (export.to_trt), 1/model.plan.json its sidecar
         1/model.onnx, 1/model.py   the FP32 graph (counting sort) and the Python-backend model
-        plugins/liblcoan_plugins_static.so   --sort plugin engines only
+        plugins/liblcoan_plugins_static_trt<major>.so   --sort plugin engines only
 
 Triton's TensorRT backend loads plugin libraries with ``dlopen`` (``LD_PRELOAD`` or
 ``--backend-config=tensorrt,plugins=...``) and never calls ``getCreators``, so the library copied
-here must be the self-registering one (``liblcoan_plugins_static.so``); :func:`plugin_registration`
-reads its ELF dynamic symbols to make sure.
+here must be the self-registering one (``liblcoan_plugins_static_trt<major>.so``, built against the
+serving TensorRT's major); :func:`plugin_registration` reads its ELF dynamic symbols, and the build
+line that ``plugins.build`` embeds, to make sure.
 
 An engine runs only under the TensorRT (version and flavour) that built it: a plan built here by
 TensorRT-RTX is a build check, and the serving container's TensorRT must rebuild it there.
@@ -45,7 +46,7 @@ DEFAULT_MIN_HW = (16, 16)
 DEFAULT_OPT_HW = (96, 96)      # the app's default Triton tile: 64 LR pixels + 2 x 16 overlap
 DEFAULT_MAX_HW = (256, 256)    # 65,536 positions: the counting sort's largest tested size
 DEFAULT_QUEUE_DELAY_US = 2000
-STATIC_PLUGIN_LIB = "liblcoan_plugins_static.so"
+STATIC_PLUGIN_LIB = "liblcoan_plugins_static_trt<major>.so"
 MODEL_PY = Path(__file__).with_name("model_python.py")
 
 # TensorRT DataType / ONNX TensorProto names -> Triton config data types.
@@ -173,10 +174,11 @@ def network_io(onnx_path: str | Path, plugins: str | None = None) -> dict[str, l
 
     Used where the engine itself cannot be deserialised (no GPU: TensorRT-RTX builds engines on a
     CPU but needs a supported GPU to load them)."""
-    from export.to_trt import load_plugins, make_logger, parse_network
+    from export.to_trt import load_plugins, make_logger, parse_network, plugin_registered
     from export.trt import import_trt
     trt = import_trt()
-    load_plugins(trt, plugins)
+    if plugins and not plugin_registered(trt):  # a second load_library of the same file fails
+        load_plugins(trt, plugins)
     logger = make_logger(trt)
     network, _parser = parse_network(trt, trt.Builder(logger), logger, Path(onnx_path))
 
@@ -192,8 +194,10 @@ def plan_io(plan: str | Path, plugins: str | None = None) -> dict | None:
     from export.trt import device_info, import_trt
     if not device_info().has_gpu:
         return None
+    from export.to_trt import plugin_registered
     trt = import_trt()
-    load_plugins(trt, plugins)
+    if plugins and not plugin_registered(trt):
+        load_plugins(trt, plugins)
     engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(Path(plan).read_bytes())
     if engine is None:
         return None
@@ -261,7 +265,9 @@ def plugin_registration(path: str | Path) -> str:
             has_init = elf.get_section_by_name(".init_array") is not None
     except (OSError, ELFError) as exc:
         raise ExportError(f"plugin library {path}: not a readable ELF shared library ({exc})") from None
-    if "getCreators" in defined:
+    from export.trt import plugin_build_info
+    recorded = plugin_build_info(path)   # the line plugins.build embeds, when it built the library
+    if "getCreators" in defined or (recorded is not None and recorded.registration != "static"):
         return "dynamic"
     if "getPluginRegistry" in undefined and has_init:
         return "static"
@@ -275,7 +281,7 @@ def check_static_plugin(path: str | Path) -> Path:
                           "against the serving container's TensorRT")
     kind = plugin_registration(path)
     if kind != "static":
-        why = ("it exports getCreators (dynamic registration), which Triton never calls"
+        why = ("it registers through getCreators (dynamic registration), which Triton never calls"
                if kind == "dynamic" else "it does not register a plugin creator when loaded")
         raise ExportError(f"plugin library {path} cannot serve in Triton: {why}; Triton loads plugins with "
                           f"dlopen (LD_PRELOAD or --backend-config=tensorrt,plugins=...), so it needs the "
@@ -349,10 +355,12 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
     info = trt_info()   # fail before exporting when TensorRT is missing
     static_lib = None
     if sort == "plugin" or (onnx and has_plugin_nodes(onnx_lib.load(onnx, load_external_data=False))):
-        if serve_plugins is None and plugins:
-            serve_plugins = str(Path(plugins).with_name(STATIC_PLUGIN_LIB))
+        if serve_plugins is None and plugins and Path(plugins).name.startswith("liblcoan_plugins_"):
+            # liblcoan_plugins_trt11.so -> liblcoan_plugins_static_trt11.so (plugins.build's names)
+            name = Path(plugins).name
+            serve_plugins = str(Path(plugins).with_name(name.replace("liblcoan_plugins_", "liblcoan_plugins_static_", 1)))
         if serve_plugins is None:
-            raise ExportError("a --sort plugin engine needs the plugin libraries: --plugins liblcoan_plugins.so "
+            raise ExportError("a --sort plugin engine needs the plugin libraries: --plugins liblcoan_plugins_trt<major>.so "
                               f"(to build) and {STATIC_PLUGIN_LIB} beside it or as --serve-plugins (for Triton)")
         static_lib = check_static_plugin(serve_plugins)
 
@@ -417,7 +425,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
 
         plugin_dest = None
         if static_lib is not None:
-            plugin_dest = model_dir / "plugins" / STATIC_PLUGIN_LIB
+            plugin_dest = model_dir / "plugins" / static_lib.name
             plugin_dest.parent.mkdir()
             shutil.copy2(static_lib, plugin_dest)
             check_static_plugin(plugin_dest)  # the copy is the self-registering library
@@ -428,7 +436,8 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
         cache.sidecar_path(plan).write_text(json.dumps(side, indent=2) + "\n")
         (staging / "README.md").write_text(repository_readme(
             out, trt_label=info.label, flavour=info.flavour, precision=precision, profile=profile,
-            max_batch=max_batch, scale=scale_used, plugin=plugin_dest is not None, sort=source.sort))
+            max_batch=max_batch, scale=scale_used, plugin=plugin_dest.name if plugin_dest else None,
+            sort=source.sort))
 
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -447,7 +456,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             tmp_work.cleanup()
     model_dir = out / MODEL_NAME
     return Repository(out, model_dir, model_dir / "1" / "model.plan", model_dir / "1" / "model.onnx",
-                      (model_dir / "plugins" / STATIC_PLUGIN_LIB) if static_lib is not None else None,
+                      (model_dir / "plugins" / static_lib.name) if static_lib is not None else None,
                       info.label, precision, profile.to_dict(), max_batch, engine_io)
 
 
@@ -458,9 +467,9 @@ def _graph_dtype(path: str | Path) -> str:
 
 
 def repository_readme(out: Path, *, trt_label: str, flavour: str, precision: str, profile, max_batch: int,
-                      scale: int, plugin: bool, sort: str) -> str:
+                      scale: int, plugin: str | None, sort: str) -> str:
     repo = out.name
-    plugin_path = f"/models/{MODEL_NAME}/plugins/{STATIC_PLUGIN_LIB}"
+    plugin_path = f"/models/{MODEL_NAME}/plugins/{plugin}"
     backend_config = f" \\\n    --backend-config=tensorrt,plugins={plugin_path}" if plugin else ""
     rtx_note = ("\n**This plan was built by TensorRT-RTX** (a CPU-only build check): Triton's TensorRT backend "
                 "cannot load it. Rebuild it inside the serving container (below).\n" if flavour == "tensorrt_rtx" else "")
@@ -469,7 +478,7 @@ def repository_readme(out: Path, *, trt_label: str, flavour: str, precision: str
         ## Plugin library
 
         The plan uses the `LCoAClusterSort` plugin (`--sort plugin`). Triton loads plugin libraries with
-        `dlopen` and never calls `getCreators`, so `{MODEL_NAME}/plugins/{STATIC_PLUGIN_LIB}` is the
+        `dlopen` and never calls `getCreators`, so `{MODEL_NAME}/plugins/{plugin}` is the
         self-registering build (checked when this repository was written). Load it with
         `--backend-config=tensorrt,plugins=...` (above) or `LD_PRELOAD={plugin_path}`. It must be built
         against the container's TensorRT major version, like the plan.
