@@ -4,6 +4,7 @@ x2, edge preset, side by side in one run.
     python -m benchmarks.app [--frames 3] [--sizes 360p,540p,720p] [--backends torch,onnxruntime,tensorrt]
                              [--weights W] [--engines DIR] [--tile T] [--json out/bench_app.json]
     python -m benchmarks.app --soak 10000      # memory soak: 16x16 frames through bicubic, RSS start/end
+    python -m benchmarks.app --models          # presets and peer nets: MFLOP/px, CPU fps, Jetson estimate
 
 Each cell runs the full pipeline (synthetic decode -> pre -> infer -> post -> null sink) on
 ``--frames`` frames after ``--warmup`` frames of the same size, and reports frames per second
@@ -25,6 +26,14 @@ from pathlib import Path
 from .common import machine
 
 SIZES = {"360p": (640, 360), "540p": (960, 540), "720p": (1280, 720)}
+
+# Jetson roofline for the --models table. Dense FP16 peaks of the GPU, derived from NVIDIA's
+# published GPU sparse-INT8 TOPS (Jetson Orin series data sheet; Jetson Orin Nano Super
+# developer kit page, Dec 2024): / 2 for dense, / 2 again for FP16. ESTIMATES, not measurements:
+# no published TensorRT super-resolution figure on Orin was found to calibrate them.
+JETSON_FP16_TFLOPS = {"AGX Orin 64GB": 42.6, "Orin NX 16GB": 15.0, "Orin Nano Super": 16.7}
+JETSON_EFFICIENCY = 0.30   # fraction of peak a TensorRT FP16 conv net sustains (assumed)
+JETSON_LR = (540, 960)     # x2 from 540p to 1080p, the app's real-time target
 
 
 def _machine() -> str:
@@ -125,6 +134,44 @@ def soak(n: int, size: int, backend_name: str, model: str | None, out: str | Non
             "rss_mb_after_100_frames": s["rss_mb"]["after_100_frames"], "rss_mb_end": s["rss_mb"]["end"], "rss_mb_process_start": round(rss_before_imports, 1)}
 
 
+def model_table(threads: int, repeats: int = 3) -> tuple[list[dict], str]:
+    """Every preset but ``paper`` and every peer net: MFLOP per LR pixel, PyTorch CPU fps at
+    180x320 and 360x640 LR (x2), and the roofline Jetson fps estimate at 540p -> 1080p."""
+    import torch
+
+    from lcoan import build_model, list_presets
+
+    from .common import time_it
+    from .flops import mflops_per_pixel
+    from .peers import PEERS, build_peer
+    torch.set_num_threads(threads)
+    models = [(p, build_model(p, scale=2).eval()) for p in list_presets() if p != "paper"]
+    models += [(f"{p} (no attention)", build_model(p, scale=2, attention="none").eval())
+               for p in ("edge", "realtime")]
+    models += [(name, build_peer(name, 2)) for name in PEERS]
+    rows = []
+    for name, model in models:
+        row = {"model": name, "mflop_px": mflops_per_pixel(model)}
+        with torch.no_grad():
+            for h, w in ((180, 320), (360, 640)):
+                x = torch.rand(1, 3, h, w)
+                row[f"cpu_fps_{h}"] = 1.0 / time_it(lambda: model(x), repeats)
+        pixels = JETSON_LR[0] * JETSON_LR[1]
+        for device, tflops in JETSON_FP16_TFLOPS.items():
+            row[device] = JETSON_EFFICIENCY * tflops * 1e12 / (row["mflop_px"] * 1e6 * pixels)
+        rows.append(row)
+    text = (f"x2; CPU: PyTorch FP32, {threads} thread(s), median of {repeats}, random weights.\n"
+            f"Jetson columns: ESTIMATE = {JETSON_EFFICIENCY:.0%} x dense FP16 peak / (MFLOP per LR pixel x "
+            f"{JETSON_LR[1]}x{JETSON_LR[0]}) fps, peaks {JETSON_FP16_TFLOPS} TFLOP/s; attention's memory-bound "
+            f"work is not in this model.\n")
+    from .common import print_table
+    print(text)
+    table = print_table(rows, [("model", "model"), ("mflop_px", "MFLOP / LR px"),
+                               ("cpu_fps_180", "CPU fps 180x320 LR"), ("cpu_fps_360", "CPU fps 360x640 LR")]
+                        + [(d, f"{d} fps (estimate)") for d in JETSON_FP16_TFLOPS])
+    return rows, text + table
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.app", description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=3)
@@ -137,6 +184,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int)
     p.add_argument("--json", default="out/bench_app.json")
+    p.add_argument("--models", action="store_true",
+                   help="presets and peer nets (MFLOP/px, CPU fps, Jetson estimate) instead of the app table")
     p.add_argument("--soak", type=int, metavar="N", help="memory soak run of N frames instead of the table")
     p.add_argument("--soak-size", type=int, default=16)
     p.add_argument("--soak-backend", default="bicubic")
@@ -148,6 +197,13 @@ def main(argv=None) -> int:
     unknown = [s for s in args.sizes if s not in SIZES]
     if unknown:
         p.error(f"unknown size {unknown[0]}; choose from {', '.join(SIZES)}")
+
+    if args.models:
+        rows, table = model_table(args.threads or 1)
+        _write(args.json, {"machine": _machine(), "models": rows, "table": table,
+                           "jetson": {"fp16_tflops": JETSON_FP16_TFLOPS, "efficiency": JETSON_EFFICIENCY,
+                                      "lr": JETSON_LR, "label": "estimate"}})
+        return 0
 
     if args.soak:
         r = soak(args.soak, args.soak_size, args.soak_backend, args.soak_model, args.soak_output)
