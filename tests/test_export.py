@@ -283,3 +283,17 @@ def test_cli_parity_rejects_bad_input(weights, tmp_path):
                                "--images", str(images)), "grey.npy", "(3, 8, 8)")
     _assert_one_line_error(_cli("export.parity", "--weights", str(tmp_path / "nope.pt"), "--onnx",
                                 str(onnx_path), "--images", str(images)), "no such weights file")
+
+
+# --------------------------------------------------------------------------- the realtime preset
+def test_realtime_preset_exports_and_matches_pytorch_in_ort():
+    torch.manual_seed(0)
+    model = build_model("realtime", scale=2).eval()
+    sessions = {dtype: ort_ops.session(build_onnx(model, sort="onnx", dtype=dtype)) for dtype in ("fp32", "fp16")}
+    rng = np.random.default_rng(7)
+    for h, w in [(20, 24), (72, 60)]:  # one window block, and 4320 positions (> TopK's 3840)
+        x = rng.random((2, 3, h, w), dtype=np.float32)
+        ref = _torch(model, x)
+        sr32 = sessions["fp32"].run(None, {"lr": x})[0]
+        assert np.abs(sr32 - ref).max() < 1e-4
+        assert parity.drift_psnr(sessions["fp16"].run(None, {"lr": x})[0], ref) >= 50.0
