@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from export.errors import ExportError
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
 
 MODEL_NAME = "lcoan"
-INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MIN_HW = (16, 16)
 DEFAULT_OPT_HW = (96, 96)      # the app's default Triton tile: 64 LR pixels + 2 x 16 overlap
@@ -401,10 +401,13 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
         engine_io = plan_io(plan, plugins) or network_io(source.path, plugins)
         graph_io = onnx_io(version / "model.onnx")
         differs = io_mismatch(engine_io, graph_io)
+        names = ([s.name for s in engine_io["inputs"]], [s.name for s in engine_io["outputs"]])
+        if names != ([INPUT_NAME], [OUTPUT_NAME]):
+            raise ExportError(f"the engine's I/O is {names[0]} -> {names[1]}, not [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]")
         if differs:
             raise ExportError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
-        meta = {p.key: p.value for p in onnx_lib.load(str(version / "model.onnx"), load_external_data=False).metadata_props}
-        scale_used = int(meta.get("lcoan_scale", scale or 2))
+        scale_used = read_metadata(onnx_lib.load(str(version / "model.onnx"), load_external_data=False)).scale \
+            or scale or 2
         header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
                   f"({result.key.device}), profile {profile.label()}.\n"
                   "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")

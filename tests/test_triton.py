@@ -27,6 +27,7 @@ pytest.importorskip("elftools", reason="serving extra not installed: pip install
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from export import cache as cache_lib  # noqa: E402
 from export.errors import ExportError  # noqa: E402
 from serve import server as serve_server  # noqa: E402
 from serve import triton  # noqa: E402
@@ -100,7 +101,7 @@ def test_repository_layout_and_readme(repo):
     assert "tritonserver --model-repository=/models" in readme
     assert "same TensorRT as the server's container" in readme
     side = json.loads((model / "1" / "model.plan.json").read_text())
-    assert side["engine_sha256"] == __import__("export.cache", fromlist=["x"]).sha256_file(repo.plan)
+    assert side["engine_sha256"] == cache_lib.sha256_file(repo.plan)
 
 
 def test_production_config_parses_and_matches_engine_and_graph(repo):
@@ -118,7 +119,7 @@ def test_production_config_parses_and_matches_engine_and_graph(repo):
     # The engine's I/O, read with the installed TensorRT from the graph it was built from (the
     # sidecar's sha256 ties the two; a CPU-only TensorRT-RTX cannot deserialise the plan itself).
     graph = Path(side["onnx"])
-    assert __import__("export.cache", fromlist=["x"]).sha256_file(graph) == side["onnx_sha256"]
+    assert cache_lib.sha256_file(graph) == side["onnx_sha256"]
     logger = TRT.Logger(TRT.Logger.ERROR)
     network = TRT.Builder(logger).create_network(1 << int(TRT.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     assert TRT.OnnxParser(network, logger).parse_from_file(str(graph))
