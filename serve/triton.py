@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from export.errors import ExportError
-from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
+from export.to_trt import INPUT_NAME, OUTPUT_NAME
 
 MODEL_NAME = "lcoan"
 DEFAULT_MAX_BATCH = 8
@@ -406,8 +406,8 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             raise ExportError(f"the engine's I/O is {names[0]} -> {names[1]}, not [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]")
         if differs:
             raise ExportError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
-        scale_used = read_metadata(onnx_lib.load(str(version / "model.onnx"), load_external_data=False)).scale \
-            or scale or 2
+        props = onnx_lib.load(str(version / "model.onnx"), load_external_data=False).metadata_props
+        scale_used = int({p.key: p.value for p in props}.get("lcoan_scale", scale or 2))  # written by export.to_onnx
         header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
                   f"({result.key.device}), profile {profile.label()}.\n"
                   "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")
