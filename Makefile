@@ -44,16 +44,30 @@ serve-setup:
 	@$(MAKE) --no-print-directory $(SERVE_VENV)/bin/.installed || \
 		echo "serving venv $(SERVE_VENV) not installed: the Triton tests will skip"
 
-# The main job on bundled defaults: bundled weights -> ONNX -> FP16 strongly typed TensorRT
-# engine (TensorRT, or TensorRT-RTX as a CPU-only build), then a parity check of the ONNX graph
-# against PyTorch on Set5, then the app upscaling the bundled sample clip.
+# The main job on bundled defaults: bundled weights -> FP32 ONNX -> FP16 graph and strongly typed
+# TensorRT engine (TensorRT, or TensorRT-RTX as a CPU-only build), then a parity check of the FP16
+# graph against PyTorch on Set5, then the app upscaling the bundled sample clip with what was
+# exported: the engine where a CUDA GPU and TensorRT exist, else the FP32 graph on ONNX Runtime.
+# Ends with a summary (files, parity verdict, app fps). A few minutes on a 2-core CPU.
+DEMO_APP_MODEL = $(shell $(BIN)/python -c "import torch, tensorrt" 2>/dev/null && \
+	$(BIN)/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null && \
+	echo "--model out/lcoan_edge_x2_fp16.engine --backend tensorrt" || \
+	echo "--model out/lcoan_edge_x2_fp32.onnx --backend onnxruntime --device cpu")
 demo: setup
-	$(BIN)/python -m export.to_trt --fp16 --out out/lcoan_edge_x2.engine
-	$(BIN)/python -m export.parity --onnx out/lcoan_edge_x2.fp16.onnx --limit 3 --json out/parity_fp16.json
-	$(BIN)/python -m app samples/sample_clip.mp4 -o out/sample_clip_x2.mp4 --json out/app_summary.json
+	$(BIN)/python -m export.to_onnx --out out/lcoan_edge_x2_fp32.onnx
+	$(BIN)/python -m export.to_trt --onnx out/lcoan_edge_x2_fp32.onnx --fp16 --out out/lcoan_edge_x2_fp16.engine
+	$(BIN)/python -m export.parity --onnx out/lcoan_edge_x2_fp16.onnx --limit 3 --json out/parity_fp16.json
+	$(BIN)/python -m app samples/sample_clip.mp4 -o out/sample_clip_x2.mp4 $(DEMO_APP_MODEL) --json out/app_summary.json
+	$(BIN)/python samples/demo_summary.py out
 
 test: setup serve-setup
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow (subprocess CLIs, engine builds, training runs, a wheel
+# install): a few minutes on 2 cores. `make test` (what CI runs) still runs them all.
+.PHONY: test-fast
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Every GPU-only check of the CUDA plugin in one command, for a bare CUDA machine (python3 with
 # numpy and CUDA torch, nvcc, cmake, compute-sanitizer; no TensorRT, no network), so it does not

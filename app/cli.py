@@ -17,6 +17,7 @@ from typing import Optional
 from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
 from .io import VIDEO_SUFFIXES, SinkError, SourceError, open_sink, open_source
 from .pipeline import STAGES, Pipeline, PipelineConfig
+from lcoan.cli import DEFAULT_OVERLAP
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # The output was written, but from damaged input: corrupt or unreadable frames/files skipped, a
@@ -25,56 +26,70 @@ EXIT_DAMAGED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[1].replace("\n", " "))
+    from lcoan.cli import ArgumentParser
+    p = ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("input", nargs="?", help="video file, image folder, glob, pattern (frames_%%04d.png), "
                    "camera:N, csi:N, rtsp://..., 'gst:PIPELINE ! appsink' or synthetic:N[xWxH]")
     p.add_argument("-o", "--output", help="video file (.mp4/.mkv/.mov/.avi/.webm), image folder, 'null', "
                    "'gst:appsrc ! PIPELINE', gst:FILE, udp://HOST:PORT or rtsp://... (GStreamer) "
-                   "(default: <input>_x<scale>.mp4 or <folder>_x<scale>/; nothing for cameras/synthetic)")
-    p.add_argument("--backend", choices=BACKENDS, help="default: from --model's type; torch without --model")
+                   "(default: out/<input stem>_x<scale>.mp4 or out/<folder>_x<scale>/ under the current folder, "
+                   "never beside the input; nothing for cameras/synthetic). Images are written as "
+                   "<stem>_x<scale>.png, as python -m lcoan.upscale names them")
+    p.add_argument("--backend", choices=BACKENDS, help="default: from --model's type (.engine tensorrt, "
+                   ".onnx onnxruntime); torch without --model")
     p.add_argument("--model", help="F.engine | F.onnx | W.safetensors | random:PRESET (default: bundled weights)")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default: the model's)")
-    p.add_argument("--tile", type=int, help="run frames in tiles of T LR pixels (lcoan.tiling)")
-    p.add_argument("--overlap", type=int, default=16, help="tile context in LR pixels (default 16)")
-    p.add_argument("--batch", type=int, default=1, help="frames of the same size per inference call")
+    p.add_argument("--tile", type=int, help="run frames in tiles of T LR pixels (lcoan.tiling; default: whole frames)")
+    p.add_argument("--tile-overlap", dest="overlap", type=int, default=DEFAULT_OVERLAP, metavar="O",
+                   help=f"context around each tile in LR pixels (default: {DEFAULT_OVERLAP})")
+    p.add_argument("--overlap", dest="overlap", type=int, help=argparse.SUPPRESS)  # the old name
+    p.add_argument("--batch", type=int, default=1, help="frames of the same size per inference call (default: 1)")
     p.add_argument("--realtime", action="store_true", help="follow the source clock; drop (and count) frames "
                    "the pipeline cannot keep up with")
     p.add_argument("--fps", type=float, default=30.0, help="clock for image inputs in --realtime mode and "
                    "frame rate of video made from images (default 30)")
-    p.add_argument("--preview", metavar="DIR", help="write bicubic | model side-by-side crops here")
-    p.add_argument("--preview-every", type=int, default=30, metavar="N", help="one preview every N frames")
-    p.add_argument("--json", metavar="FILE", help="write the run summary as JSON")
-    p.add_argument("--device", help="cpu | cuda | cuda:N (default: CUDA when available)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="torch backend precision")
+    p.add_argument("--preview", metavar="DIR", help="write labelled bicubic | model side-by-side crops here "
+                   "(preview_<frame>.png; default: none)")
+    p.add_argument("--preview-every", type=int, default=30, metavar="N",
+                   help="with --preview: one preview of frame 0, N, 2N, ... (default: 30)")
+    p.add_argument("--json", metavar="FILE", help="write the run summary as JSON (default: not written)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N; auto is CUDA when available, "
+                   "else CPU, as in every lcoan tool (default: auto)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="torch backend precision (default: fp32)")
     p.add_argument("--plugins", help="TensorRT plugin library (default: the one named in the engine's sidecar)")
     p.add_argument("--url", help="triton backend: the server's gRPC HOST:PORT[/MODEL] (frames go out as "
                    "--tile windows, default 64, so the server can batch them)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch/onnxruntime")
-    p.add_argument("--queue-size", type=int, default=4, help="items per queue between stages")
+    p.add_argument("--threads", type=int, help="CPU threads for torch/onnxruntime (default: the library's)")
+    p.add_argument("--queue-size", type=int, default=4, help="items per queue between stages (default: 4)")
     p.add_argument("--codec", help="video encoder (default: libx264 if available, else mpeg4)")
     p.add_argument("--crf", type=int, help="x264 quality (default 18)")
     p.add_argument("--synthetic", type=int, metavar="N", help="N random 16x16 frames instead of INPUT (soak test)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="errors only: no progress bar and no summary")
     p.add_argument("--simulate-latency-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     return p
 
 
 def default_output(spec: str, scale: int) -> Optional[str]:
+    """``out/<name>_x<scale>[.mp4|.png]`` under the current folder: never beside the input, so a run
+    from a checkout does not write into the source tree (``out/`` is git-ignored)."""
     if spec.startswith(("camera:", "synthetic:", "gst:", "csi:", "rtsp://", "rtsps://")):
         return None
     path = Path(spec.rstrip("/"))
+    out = Path("out")
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES + (".mpg", ".mpeg", ".flv", ".wmv"):
-        return str(path.with_name(f"{path.stem}_x{scale}.mp4"))
+        return str(out / f"{path.stem}_x{scale}.mp4")
     if path.is_dir():
-        return str(path.with_name(f"{path.name}_x{scale}"))
+        return str(out / f"{path.resolve().name}_x{scale}")
     if path.is_file():
         from .io import IMAGE_SUFFIXES
         suffix = ".png" if path.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
-        return str(path.with_name(f"{path.stem}_x{scale}{suffix}"))
-    # a glob or printf pattern: a folder beside the files, named after the pattern's fixed prefix
+        return str(out / f"{path.stem}_x{scale}{suffix}")
+    # a glob or printf pattern: a folder named after the pattern's fixed prefix
     import re
     name = re.split(r"[%*?\[]", path.name)[0].rstrip("_-. ") or "frames"
-    return str(path.parent / f"{name}_x{scale}")
+    return str(out / f"{name}_x{scale}")
 
 
 class _Progress:
@@ -127,7 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--batch, --tile and --preview-every must be positive")
     try:
         backend = load_backend(args.backend, args.model, scale=args.scale, precision=args.precision,
-                               device=args.device, threads=args.threads, plugins=args.plugins,
+                               device=None if args.device == "auto" else args.device, threads=args.threads, plugins=args.plugins,
                                url=args.url, tile=args.tile, overlap=args.overlap)
         if args.scale and backend.scale != args.scale:
             raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
@@ -140,7 +155,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             source.time_base = 1 / source.fps
         output = args.output if args.output is not None else default_output(spec, backend.scale)
         _refuse_side_outputs(args, source)
-        sink = open_sink(output, source, codec=args.codec, crf=args.crf)
+        sink = open_sink(output, source, codec=args.codec, crf=args.crf, scale=backend.scale)
     except (BackendUnavailable, SourceError, SinkError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
@@ -151,7 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                             fps=args.fps, queue_size=args.queue_size, preview_dir=args.preview,
                             preview_every=args.preview_every if args.preview else 0)
     pipe = Pipeline(source, backend, sink, config)
-    progress = _Progress(source.total, enabled=not args.quiet)
+    progress = _Progress(source.total, enabled=not (args.quiet or args.no_progress))
 
     def on_sigint(signum, frame):
         again = pipe.interrupted
@@ -176,6 +191,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"warning: ... and {len(problems) - 50} more (all in --json)", file=sys.stderr)
     if not args.quiet:
         print_summary(summary)
+        if output:
+            print(f"wrote {output}" + "".join(f", {p}" for p in (args.json, args.preview) if p), file=sys.stderr)
     status = EXIT_OK
     if args.json:
         from lcoan.safeio import OutputError, atomic_write

@@ -388,17 +388,19 @@ def _save_png(path: Path, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format=fmt)
 
 
-def output_names(files: list[str]) -> dict[str, str]:
-    """Output file name for each input file: ``<stem>.png``, unless several inputs share a stem
-    (``a.jpg`` and ``a.png``, or ``a.png`` in two folders): then ``<stem>_<ext>.png`` and, if
-    that is still shared, a ``_<n>`` counter, so that no output overwrites another."""
+def output_names(files: list[str], suffix: str = "") -> dict[str, str]:
+    """Output file name for each input file: ``<stem><suffix>.png`` (``suffix`` ``_x2``, as
+    ``lcoan.upscale`` names its outputs), unless several inputs share a stem (``a.jpg`` and
+    ``a.png``, or ``a.png`` in two folders): then ``<stem>_<ext><suffix>.png`` and, if that is still
+    shared, a ``_<n>`` counter, so that no output overwrites another."""
     stems: dict[str, int] = {}
     for f in files:
         stems[Path(f).stem] = stems.get(Path(f).stem, 0) + 1
     names, used = {}, set()
     for f in files:
         p = Path(f)
-        name = f"{p.stem}.png" if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}.png"
+        name = (f"{p.stem}{suffix}.png" if stems[p.stem] == 1
+                else f"{p.stem}_{p.suffix.lstrip('.').lower()}{suffix}.png")
         base, n = name[:-4], 1
         while name in used:
             n += 1
@@ -411,12 +413,16 @@ def output_names(files: list[str]) -> dict[str, str]:
 class ImageSink(Sink):
     kind = "images"
 
-    def __init__(self, folder: str, files: Optional[list[str]] = None, inputs: Optional[list[str]] = None):
+    def __init__(self, folder: str, files: Optional[list[str]] = None, inputs: Optional[list[str]] = None,
+                 suffix: str = ""):
         from lcoan.safeio import OutputError, refuse_overwrite
         self.folder = Path(folder)
-        self.names = output_names(files or [])
+        self.suffix = suffix
+        self.names = output_names(files or [], suffix)
         try:
-            refuse_overwrite(self.folder, inputs or [], what="output folder")
+            # nor the folder the input files are in: outputs there would join the next glob of it
+            refuse_overwrite(self.folder, list(inputs or []) + sorted({str(Path(f).parent) for f in files or []}),
+                             what="output folder")
             for src, name in self.names.items():
                 refuse_overwrite(self.folder / name, inputs or [], what=f"output for {Path(src).name}")
         except OutputError as exc:
@@ -429,7 +435,7 @@ class ImageSink(Sink):
     def write(self, frame: Frame) -> None:
         name = self.names.get(frame.path) if frame.path else None
         if name is None:
-            name = Path(frame.name).with_suffix(".png").name if frame.name else f"{frame.index:06d}.png"
+            name = f"{Path(frame.name).stem}{self.suffix}.png" if frame.name else f"{frame.index:06d}{self.suffix}.png"
         _save_png(self.folder / name, frame.image)
 
 
@@ -625,7 +631,7 @@ def _muxer(path: str) -> Optional[str]:
 
 
 def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
-              crf: Optional[int] = None) -> Sink:
+              crf: Optional[int] = None, scale: Optional[int] = None) -> Sink:
     if spec is None or spec == "null":
         return NullSink()
     inputs = list(getattr(source, "inputs", []) or [])
@@ -646,4 +652,5 @@ def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
         if getattr(source, "total", None) != 1 or source.kind != "images":
             raise SinkError(f"{spec}: an image file takes one frame; give a folder (one PNG per frame) or a video file")
         return SingleImageSink(spec, inputs=inputs)
-    return ImageSink(spec, files=list(getattr(source, "files", []) or []), inputs=inputs)
+    return ImageSink(spec, files=list(getattr(source, "files", []) or []), inputs=inputs,
+                     suffix=f"_x{scale}" if scale else "")

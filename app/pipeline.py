@@ -315,7 +315,8 @@ class Pipeline:
         return bool(self.cfg.preview_dir and self.cfg.preview_every and frame.index % self.cfg.preview_every == 0)
 
     def _preview(self, frame: Frame, sr: np.ndarray) -> None:
-        write_preview(self.cfg.preview_dir, frame.index, frame.lr, sr, self.backend.scale, self.cfg.preview_crop)
+        write_preview(self.cfg.preview_dir, frame.index, frame.lr, sr, self.backend.scale, self.cfg.preview_crop,
+                      model=getattr(self.backend, "name", "model"))
         self.previews += 1
 
     def _postprocess(self) -> None:

@@ -3,7 +3,9 @@
 ``python -m app clip.mp4 --preview previews/ --preview-every 30`` writes
 ``previews/preview_000000.png``, ``preview_000030.png``, ...: the left half is the LR crop
 upscaled with MATLAB-style bicubic (:func:`lcoan.data.resize.imresize`), the right half the
-backend's output for the same region, separated by a white bar.
+backend's output for the same region, separated by a white bar. A caption strip above names
+each half (``bicubic x2`` / ``model x2``) and the frame index, so a folder of previews reads on
+its own.
 """
 from __future__ import annotations
 
@@ -30,11 +32,22 @@ def side_by_side(lr: np.ndarray, sr: np.ndarray, scale: int, crop: int = 64) -> 
     return np.concatenate([bicubic.astype(np.uint8), gap, model], axis=1)
 
 
+def labelled(pair: np.ndarray, scale: int, index: int, model: str = "model") -> np.ndarray:
+    """``pair`` from :func:`side_by_side` with a caption strip: each half named, the frame index."""
+    from PIL import Image, ImageDraw
+    half = (pair.shape[1] - 4) // 2
+    strip = Image.new("RGB", (pair.shape[1], 14), (0, 0, 0))
+    draw = ImageDraw.Draw(strip)
+    draw.text((2, 1), f"bicubic x{scale}", fill=(255, 255, 255))
+    draw.text((half + 6, 1), f"{model} x{scale}  #{index}", fill=(255, 255, 255))
+    return np.concatenate([np.asarray(strip), pair], axis=0)
+
+
 def write_preview(folder: str | Path, index: int, lr: np.ndarray, sr: np.ndarray, scale: int,
-                  crop: int = 64) -> Path:
+                  crop: int = 64, model: str = "model") -> Path:
     from PIL import Image
     from lcoan.safeio import atomic_output
     path = Path(folder) / f"preview_{index:06d}.png"
     with atomic_output(path) as tmp:
-        Image.fromarray(side_by_side(lr, sr, scale, crop)).save(tmp, format="PNG")
+        Image.fromarray(labelled(side_by_side(lr, sr, scale, crop), scale, index, model)).save(tmp, format="PNG")
     return path

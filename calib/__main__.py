@@ -1,6 +1,6 @@
 """Calibrate an FP32 LCoAN graph and write an INT8 Q/DQ graph for TensorRT.
 
-    python -m calib --onnx lcoan.onnx --images DIR --out lcoan_int8.onnx
+    python -m calib --onnx lcoan_edge_x2_fp32.onnx --images DIR [--out lcoan_edge_x2_int8.onnx]
                     [--method entropy|percentile|minmax] [--num N] [--tile HxW]
                     [--downscale S] [--exclude NODE ...] [--report [--json F]]
                     [--sensitivity]
@@ -12,14 +12,13 @@ id changes. ``--sensitivity`` also ranks the Conv layers by what keeping each on
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
 from .quantize import (DEFAULT_METHOD, DEFAULT_NUM, METHODS, CalibrationError, calibration_tiles, default_exclusions,
-                       evaluate, qdq_counts, quantize, sensitivity)
+                       evaluate, qdq_counts, quantizable_nodes, quantize, sensitivity)
 
 
 def _tile(text: str) -> tuple[int, int]:
@@ -31,22 +30,32 @@ def _tile(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m calib", description=__doc__.split("\n\n")[0])
+    from lcoan.cli import ArgumentParser
+    parser = ArgumentParser(prog="python -m calib", description=__doc__.split("\n\n")[0])
     parser.add_argument("--onnx", required=True, help="FP32 graph (either sort form)")
-    parser.add_argument("--images", required=True, help="folder of calibration images")
-    parser.add_argument("--out", default="lcoan_int8.onnx")
-    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
-    parser.add_argument("--num", type=int, default=DEFAULT_NUM, help="calibration tiles")
-    parser.add_argument("--tile", default="64x64", help="tile HxW in LR pixels")
-    parser.add_argument("--downscale", type=int, default=None, help="bicubic downscale of HR images")
+    parser.add_argument("--images", required=True, metavar="DIR",
+                        help="folder of calibration images (LR, or HR with --downscale)")
+    parser.add_argument("--out", metavar="F.onnx", help="Q/DQ graph (default: the --onnx name with its "
+                        "_fp32 suffix, if any, replaced by _int8, beside it: lcoan_edge_x2_int8.onnx)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                        help="activation range method (default: %(default)s)")
+    parser.add_argument("--num", type=int, default=DEFAULT_NUM, help="calibration tiles (default: %(default)s)")
+    parser.add_argument("--tile", default="64x64", metavar="HxW", help="tile in LR pixels (default: %(default)s)")
+    parser.add_argument("--downscale", type=int, default=None, metavar="S",
+                        help="bicubic downscale of HR images by S (default: none, the images are LR)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--exclude", nargs="*", default=None,
                         help="Conv node names to keep in FP32 (default: head, matching, upsampler and "
                              "tail convs; give --exclude with no names to quantise every Conv)")
     parser.add_argument("--report", action="store_true", help="INT8 vs FP32 on Set5 + Set14")
     parser.add_argument("--sensitivity", action="store_true", help="per-Conv sensitivity (slow)")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many images per set")
-    parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many images per set (default: all)")
+    parser.add_argument("--json", metavar="F", help="write the report here (default: not written)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        import re
+        src_path = Path(args.onnx)
+        args.out = str(src_path.with_name(re.sub(r"[._-]fp32$", "", src_path.stem) + "_int8.onnx"))
     logging.getLogger().setLevel(logging.ERROR)  # ORT's "consider pre-processing" advice
 
     import onnx
@@ -86,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
     scale = int(meta.get("lcoan_scale", 2))
     samples = benchmark_samples(scale, limit=args.limit)
-    report = evaluate(src, result.path, samples, scale)
+    from tqdm import tqdm
+    report = evaluate(src, result.path, tqdm(samples, desc="FP32 vs INT8", unit="img", file=sys.stderr,
+                                             disable=args.no_progress, dynamic_ncols=True), scale)
     print(f"{len(samples)} images: FP32 {report.mean_fp32_psnr_y:.3f} dB, INT8 {report.mean_int8_psnr_y:.3f} dB, "
           f"loss {report.psnr_loss_db:.3f} dB; cluster ids changed at "
           f"{100 * report.cluster_flip_fraction:.3f}% of {report.positions} positions")
@@ -94,15 +105,22 @@ def main(argv: list[str] | None = None) -> int:
            "drift": report.to_dict()}
     if args.sensitivity:
         import tempfile
+        nodes = quantizable_nodes(onnx.load(str(src), load_external_data=False))
+        bar = tqdm(total=len(nodes) + 1, desc="sensitivity", unit="variant", file=sys.stderr,
+                   disable=args.no_progress, dynamic_ncols=True)
         with tempfile.TemporaryDirectory() as tmp:
-            rows = sensitivity(src, samples, scale, Path(tmp) / "ranges.json", tiles, method=args.method,
-                               workdir=tmp)
+            rows = sensitivity(src, samples, scale, Path(tmp) / "ranges.json", tiles, nodes=nodes,
+                               method=args.method, workdir=tmp,
+                               on_variant=lambda name: (bar.set_postfix_str(name[-40:], refresh=False), bar.update()))
+        bar.close()
         for row in rows:
             print(f"  {row['node']:<48} loss {row['loss_db']:.3f} dB  gain {row['gain_db']:+.3f} dB")
         out["sensitivity"] = rows
+    written = [str(result.path)]
     if args.json:
         atomic_write(args.json, json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        written.append(str(args.json))
+    print(f"done: wrote {', '.join(written)} (INT8 loss {report.psnr_loss_db:.3f} dB on {len(samples)} images)")
     return status
 
 

@@ -405,8 +405,10 @@ def evaluate(fp32: str | Path | onnx.ModelProto, int8: str | Path | onnx.ModelPr
 
 def sensitivity(fp32: str | Path, samples, scale: int, cache: str | Path, tiles=None, *, nodes=None,
                 method: str = DEFAULT_METHOD, workdir: str | Path | None = None,
-                threads: int | None = None) -> list[dict]:
+                threads: int | None = None, on_variant=None) -> list[dict]:
     """Per Conv: the Y-PSNR loss when only that Conv stays FP32 (all others INT8).
+
+    ``on_variant(name)`` is called after each variant is scored (progress bars).
 
     Calibration runs once (``cache`` keeps the tensor ranges); each variant only re-quantises.
     Sorted by the gain of keeping the layer in FP32, best first.
@@ -417,11 +419,15 @@ def sensitivity(fp32: str | Path, samples, scale: int, cache: str | Path, tiles=
     base_path = workdir / "all.onnx"
     quantize(proto, base_path, tiles=tiles, method=method, cache=cache)
     base = evaluate(proto, base_path, samples, scale, threads).psnr_loss_db
+    if on_variant:
+        on_variant("(none excluded)")
     rows = []
     for i, name in enumerate(convs):
         path = workdir / f"ex{i}.onnx"
         quantize(proto, path, tiles=None, method=method, cache=cache, exclude=[name])
         loss = evaluate(proto, path, samples, scale, threads).psnr_loss_db
         rows.append({"node": name, "loss_db": loss, "gain_db": base - loss})
+        if on_variant:
+            on_variant(name)
     rows.sort(key=lambda r: -r["gain_db"])
     return [{"node": "(none excluded)", "loss_db": base, "gain_db": 0.0}] + rows

@@ -21,7 +21,6 @@ A runner maps a float32 ``[N, 3, h, w]`` array to the float32 SR array.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -364,12 +363,19 @@ def polygraphy_command(onnx_path: str | Path, inputs: Path, outputs: Path, preci
 # --------------------------------------------------------------------------- CLI
 def graph_precision(proto) -> str:
     from .precision import is_fp16
+    # The graph itself decides first: an FP16 graph converted from an FP32 export keeps that
+    # export's metadata (dtype fp32), and the FP32 tolerance would fail it wrongly.
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        return "int8"
+    if is_fp16(proto):
+        return "fp16"
     meta = {p.key: p.value for p in proto.metadata_props}
-    return meta.get("lcoan_dtype") or ("fp16" if is_fp16(proto) else "fp32")
+    return meta.get("lcoan_dtype") or "fp32"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n\n")[0])
+    from lcoan.cli import ArgumentParser
+    parser = ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="weights file (default: the bundled weights)")
     parser.add_argument("--onnx", required=True, help="exported graph (either sort form, fp32 or fp16)")
     parser.add_argument("--images", help="folder of LR images or .npy [N, 3, h, w] arrays "

@@ -1,8 +1,11 @@
 """Export LCoAN to ONNX: frozen centroids, cluster assignment, stable sort and windowed attention
 as one graph with dynamic batch, height and width.
 
-    python -m export.to_onnx [--weights W] [--out lcoan.onnx] [--sort onnx|plugin]
+    python -m export.to_onnx [--weights W] [--out F.onnx] [--sort onnx|plugin]
                              [--opset N] [--dtype fp32|fp16] [--scale S]
+
+The default output names what it holds: ``<weights stem>[_plugin]_<dtype>.onnx`` in the current
+folder, e.g. ``lcoan_edge_x2_fp32.onnx`` for the bundled weights.
 
 ``--sort onnx`` keeps the sort as a stable counting sort of standard ops (Equal, CumSum,
 ReduceSum, ScatterElements; no TopK, so no 3840-element cap in TensorRT). ``--sort plugin``
@@ -11,7 +14,6 @@ plugin; ONNX Runtime runs it through ``export.ort_ops``.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
@@ -164,19 +166,35 @@ def load_weights(weights: str | None, scale: int | None) -> LCoAN:
     return lcoan.load_model(path, scale=scale)
 
 
+def default_onnx_path(weights: str | None, scale: int, sort: str = "onnx", dtype: str = "fp32") -> Path:
+    """``<weights stem>[_plugin]_<dtype>.onnx`` in the current folder: FP32/FP16 and both sort forms
+    never share a file name."""
+    import lcoan
+    stem = Path(weights).stem if weights else Path(lcoan.default_weights(scale)).stem
+    return Path(f"{stem}{'_plugin' if sort == 'plugin' else ''}_{dtype}.onnx")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
+    from lcoan.cli import ArgumentParser
+    parser = ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
-    parser.add_argument("--out", default="lcoan.onnx")
-    parser.add_argument("--sort", choices=SORTS, default="onnx")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--dtype", choices=DTYPES, default="fp32")
+    parser.add_argument("--out", metavar="F.onnx", help="output graph (default: <weights stem>[_plugin]_<dtype>.onnx, "
+                        "e.g. lcoan_edge_x2_fp32.onnx)")
+    parser.add_argument("--sort", choices=SORTS, default="onnx",
+                        help="stable sort as standard ops (counting sort) or one LCoAClusterSort plugin node "
+                             "(default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, >= {MIN_OPSET} (default: %(default)s)")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32",
+                        help="fp16: FP16 inside, float32 input/output, cluster assignment and softmax in FP32 "
+                             "(default: %(default)s)")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
-                        help="expected scale; an error if the weights are for another one")
+                        help="expected scale; an error if the weights are for another one (default: the weights')")
     args = parser.parse_args(argv)
     check_opset(args.opset)
     model = load_weights(args.weights, args.scale)
-    out = export_onnx(model, args.out, sort=args.sort, opset=args.opset, dtype=args.dtype)
+    out = args.out or default_onnx_path(args.weights, model.scale, args.sort, args.dtype)
+    out = export_onnx(model, out, sort=args.sort, opset=args.opset, dtype=args.dtype)
     counts = graph_lib.op_counts(onnx.load(str(out), load_external_data=False))
     print(f"wrote {out} (x{model.scale}, sort={args.sort}, dtype={args.dtype}, opset={args.opset}, "
           f"{sum(counts.values())} nodes)")

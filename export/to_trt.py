@@ -3,7 +3,7 @@ network -> serialized engine, with a JSON sidecar and an engine cache.
 
     python -m export.to_trt [--onnx F | --weights W] [--fp32 | --fp16 | --int8 --calib DIR]
                             [--min 1x3x16x16 --opt 1x3x270x480 --max 1x3x540x960]
-                            [--out lcoan.engine] [--plugins liblcoan_plugins.so]
+                            [--out F.engine] [--plugins liblcoan_plugins.so]
                             [--sort onnx|plugin] [--opt-level N] [--timing-cache F] [--force]
 
 Precision lives in the graph (TensorRT 11 and TensorRT-RTX have no FP16/INT8 builder flags):
@@ -11,15 +11,20 @@ Precision lives in the graph (TensorRT 11 and TensorRT-RTX have no FP16/INT8 bui
 FP32), ``--int8`` a Q/DQ graph calibrated by ``python -m calib`` (give that graph as ``--onnx``,
 or ``--calib DIR`` with LR images to calibrate here). The network is always ``STRONGLY_TYPED``.
 
-The engine ``lcoan.engine`` gets a sidecar ``lcoan.engine.json`` (see ``export.cache``): an
-engine whose key (ONNX sha256, TensorRT flavour+version, GPU or ``cpu-build``, precision,
-profile, plugin library) matches is reused; otherwise it is rebuilt and the change is named.
+Output names say what they hold, so the FP16 and INT8 builds never overwrite each other: from
+the bundled weights ``lcoan_edge_x2_fp16.engine`` (``<weights stem>_<precision>.engine``), from
+``--onnx lcoan_int8.onnx`` ``lcoan_int8.engine`` (``<graph stem>_<precision>``, a precision suffix
+of the stem replaced), in the current folder; the graph it is built from is written beside it as
+``<stem>_<precision>.onnx`` (e.g. ``lcoan_edge_x2_fp16.onnx``).
+
+Each engine gets a sidecar ``<engine>.json`` (see ``export.cache``): an engine whose key
+(ONNX sha256, TensorRT flavour+version, GPU or ``cpu-build``, precision, profile, plugin library) matches is reused; otherwise it is rebuilt and the change is named.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -89,6 +94,32 @@ def sibling(out: Path, suffix: str) -> Path:
     return out.with_name(f"{stem}{suffix}")
 
 
+def _base(stem: str) -> str:
+    return re.sub(r"[._-](fp32|fp16|int8)$", "", stem)
+
+
+def graph_path(out: Path, precision: str) -> Path:
+    """The ONNX graph in ``precision`` written for engine ``out``: ``<stem>_<precision>.onnx``
+    (a precision suffix of the engine's stem is replaced: ``x_int8.engine`` -> ``x_fp32.onnx``)."""
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{_base(stem)}_{precision}.onnx")
+
+
+def default_engine_path(onnx_path: str | None, weights: str | None, precision: str,
+                        scale: int | None = None, sort: str = "onnx") -> Path:
+    """``<graph or weights stem>_<precision>.engine`` in the current folder (never one shared name)."""
+    if onnx_path:
+        stem = Path(onnx_path).stem
+    elif weights:
+        stem = Path(weights).stem
+    else:
+        import lcoan
+        stem = Path(lcoan.default_weights(scale or 2)).stem  # lcoan_edge_x2
+    if not onnx_path and sort == "plugin":
+        stem += "_plugin"  # the plugin graph's engine is another file than the standard-op one
+    return Path(f"{_base(stem)}_{precision}.engine")
+
+
 @dataclass
 class GraphSource:
     path: Path
@@ -151,7 +182,7 @@ def prepare_graph(*, onnx_path: str | None, weights: str | None, precision: str,
         model = load_weights(weights, scale)
         graph_sort = sort
         dtype = "fp16" if precision == "fp16" else "fp32"
-        target = sibling(out, f".{dtype}.onnx")
+        target = graph_path(out, dtype)
         export_onnx(model, target, sort=sort, dtype=dtype)
         timings["export_s"] = round(time.perf_counter() - t0, 3)
         if precision != "int8":
@@ -160,7 +191,9 @@ def prepare_graph(*, onnx_path: str | None, weights: str | None, precision: str,
     if precision == "fp16":
         from .precision import to_fp16
         t0 = time.perf_counter()
-        target = sibling(out, ".fp16.onnx")
+        target = graph_path(out, "fp16")
+        if target.resolve() == Path(fp32).resolve():
+            raise ExportError(f"{fp32}: the FP16 graph would overwrite this FP32 input; rename it or pass --out")
         onnx.save_model(to_fp16(onnx.load(str(fp32))), str(target))
         timings["fp16_s"] = round(time.perf_counter() - t0, 3)
         return GraphSource(target, precision, graph_sort, timings)
@@ -168,7 +201,9 @@ def prepare_graph(*, onnx_path: str | None, weights: str | None, precision: str,
         if not calib:
             raise ExportError("--int8 needs calibration images (--calib DIR) or a Q/DQ graph made by "
                               "`python -m calib` as --onnx")
-        target, seconds = _calibrate(Path(fp32), sibling(out, ".int8.onnx"), calib, calib_method,
+        if graph_path(out, "int8").resolve() == Path(fp32).resolve():
+            raise ExportError(f"{fp32}: the INT8 graph would overwrite this FP32 input; rename it or pass --out")
+        target, seconds = _calibrate(Path(fp32), graph_path(out, "int8"), calib, calib_method,
                                      calib_num, calib_tile, log)
         timings["calibrate_s"] = round(seconds, 3)
         return GraphSource(target, precision, graph_sort, timings)
@@ -411,30 +446,46 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
 
 # --------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.to_trt", description=__doc__.split("\n\n")[0])
+    from lcoan.cli import ArgumentParser
+    parser = ArgumentParser(prog="python -m export.to_trt", description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group()
-    src.add_argument("--onnx", help="ONNX graph (FP32; or already FP16 / Q/DQ INT8)")
+    src.add_argument("--onnx", help="ONNX graph: FP32 (converted to the chosen precision), or already "
+                     "FP16 / Q/DQ INT8 (default: export the weights)")
     src.add_argument("--weights", help="weights file (default: the bundled weights)")
     prec = parser.add_mutually_exclusive_group()
-    for p in PRECISIONS:
-        prec.add_argument(f"--{p}", dest="precision", action="store_const", const=p)
-    parser.add_argument("--calib", help="folder of LR calibration images for --int8")
-    parser.add_argument("--calib-method", default="minmax", choices=("entropy", "percentile", "minmax"))
-    parser.add_argument("--calib-num", type=int, default=32, help="calibration tiles")
-    parser.add_argument("--calib-tile", default="64x64", help="calibration tile HxW")
-    parser.add_argument("--min", default=DEFAULT_PROFILE[0])
-    parser.add_argument("--opt", default=DEFAULT_PROFILE[1])
-    parser.add_argument("--max", default=DEFAULT_PROFILE[2])
-    parser.add_argument("--out", default="lcoan.engine")
-    parser.add_argument("--plugins", help="TensorRT plugin library (liblcoan_plugins.so) for --sort plugin graphs")
+    for p, what in (("fp32", "FP32 graph"), ("fp16", "FP16 graph, cluster assignment and softmax in FP32 "
+                                                     "(the default)"),
+                    ("int8", "Q/DQ INT8 graph: --onnx from `python -m calib`, or --calib DIR")):
+        prec.add_argument(f"--{p}", dest="precision", action="store_const", const=p, help=what)
+    parser.add_argument("--calib", metavar="DIR", help="folder of LR calibration images for --int8 (default: none)")
+    parser.add_argument("--calib-method", default="minmax", choices=("entropy", "percentile", "minmax"),
+                        help="calibration method for --calib (default: %(default)s)")
+    parser.add_argument("--calib-num", type=int, default=32, help="calibration tiles (default: %(default)s)")
+    parser.add_argument("--calib-tile", default="64x64", metavar="HxW",
+                        help="calibration tile in LR pixels (default: %(default)s)")
+    for flag, value, what in (("--min", DEFAULT_PROFILE[0], "smallest"), ("--opt", DEFAULT_PROFILE[1], "tuned-for"),
+                              ("--max", DEFAULT_PROFILE[2], "largest")):
+        parser.add_argument(flag, default=value, metavar="NxCxHxW",
+                            help=f"{what} LR input of the shape profile, batch x 3 x height x width "
+                                 f"(default: %(default)s)")
+    parser.add_argument("--out", metavar="F.engine",
+                        help="engine file; its graph and .json sidecar go beside it (default: "
+                             "<weights or --onnx stem>[_plugin]_<precision>.engine, e.g. lcoan_edge_x2_fp16.engine)")
+    parser.add_argument("--plugins", metavar="LIB.so",
+                        help="TensorRT plugin library for --sort plugin graphs (default: none)")
     parser.add_argument("--sort", choices=("onnx", "plugin"), default="onnx",
-                        help="sort form when exporting from weights")
-    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None)
-    parser.add_argument("--opt-level", type=int, default=None, help="builder optimization level (0-5)")
-    parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, help="workspace MiB")
-    parser.add_argument("--timing-cache", help="timing cache file (default: ~/.cache/lcoan/)")
+                        help="sort form when exporting from weights: standard ops or the LCoAClusterSort "
+                             "plugin node (default: %(default)s)")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
+                        help="expected scale; an error if the weights are for another (default: the weights')")
+    parser.add_argument("--opt-level", type=int, default=None,
+                        help="builder optimization level 0-5 (default: TensorRT's)")
+    parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB",
+                        help="workspace pool limit in MiB (default: %(default)s)")
+    parser.add_argument("--timing-cache", metavar="F",
+                        help="timing cache file (default: ~/.cache/lcoan/timing-<flavour>-<version>.cache)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache key matches")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="print TensorRT's log")
     args = parser.parse_args(argv)
 
     precision = args.precision or "fp16"
@@ -449,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         check_plugin_library(import_trt(), args.plugins)  # before any work, and before a restart
         if argv is None:  # a command line, not a library call: safe to restart
             reexec_for_rtx_plugins()
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_engine_path(args.onnx, args.weights, precision, args.scale,
+                                                                         args.sort)
     tile = parse_shape(args.calib_tile, "--calib-tile")
     if len(tile) != 2:
         raise ExportError(f"--calib-tile {args.calib_tile!r}: expected HxW")
@@ -466,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         net = side.get("network", {})
         print(f"wrote {out} ({precision}, {info.label}, {result.key.device}, profile {profile.label()}, "
               f"{net.get('layers')} layers, build {t.get('build_s')} s, {side.get('engine_bytes')} bytes)")
-        print(f"wrote {cache.sidecar_path(out)}")
+    made = [str(out), str(cache.sidecar_path(out))]
+    if source.path.resolve() != Path(args.onnx or "").resolve():
+        made.insert(0, str(source.path))
+    print(f"done ({'engine reused' if result.reused else 'engine built'}): {', '.join(made)}")
     return 0
 
 

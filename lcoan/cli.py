@@ -1,7 +1,15 @@
-"""Options shared by the lcoan command-line tools."""
+"""Options shared by the lcoan command-line tools: one dialect for every CLI.
+
+* tile context: ``--tile-overlap`` (LR pixels, default 32) everywhere (``--overlap`` is a hidden alias);
+* progress: ``--no-progress`` hides the bar; ``--quiet`` (where a tool has it) means errors only;
+* device: ``auto`` (CUDA when available, else CPU) unless ``--device`` says otherwise;
+* errors: one line ``error: <file>: <problem>`` on stderr, exit status 2, for usage errors too
+  (:class:`ArgumentParser`).
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -9,12 +17,23 @@ import torch
 DEFAULT_OVERLAP = 32  # LR pixels: above the 29-pixel receptive-field radius of `edge` without attention
 
 
-def add_inference_args(parser: argparse.ArgumentParser, device_default: str = "cpu") -> None:
-    parser.add_argument("--tile", type=int, help="tiled inference with tiles of this many LR pixels")
-    parser.add_argument("--tile-overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"context around each tile in LR pixels (default {DEFAULT_OVERLAP})")
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line ``error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def add_inference_args(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:
+    parser.add_argument("--tile", type=int, help="tiled inference with tiles of this many LR pixels "
+                        "(default: whole images)")
+    parser.add_argument("--tile-overlap", dest="tile_overlap", type=int, default=DEFAULT_OVERLAP,
+                        metavar="O", help=f"context around each tile in LR pixels (default: {DEFAULT_OVERLAP})")
+    parser.add_argument("--overlap", dest="tile_overlap", type=int, help=argparse.SUPPRESS)  # the app's old name
     parser.add_argument("--device", default=device_default,
-                        help=f"torch device, e.g. cpu, cuda, cuda:1 (default {device_default})")
+                        help=f"auto, cpu, cuda, cuda:1; auto is CUDA when available, else CPU "
+                             f"(default: {device_default})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -24,6 +43,8 @@ def inference_device(args: argparse.Namespace) -> torch.device:
         raise ValueError(f"--tile must be positive, got {args.tile}")
     if args.tile_overlap < 0:
         raise ValueError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
+    if args.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:

@@ -25,7 +25,6 @@ scale than ``--scale``, a missing data folder or set.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -40,7 +39,7 @@ from .data.paths import default_data_root
 from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
 from .tiling import tiled_forward
-from .cli import DEFAULT_OVERLAP, add_inference_args, add_model_args, inference_device, load_cli_model
+from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
 
 __all__ = ["evaluate", "evaluate_set", "bicubic_upscale", "format_table", "default_benchmark_root", "main"]
 
@@ -178,19 +177,20 @@ def format_table(result: dict, model_name: str = "LCoAN") -> str:
 
 # --------------------------------------------------------------------------- CLI
 def _fail(message: str) -> int:
-    print(f"lcoan.evaluate: error: {message}", file=sys.stderr)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m lcoan.evaluate",
         description="PSNR/SSIM (Y channel, shave = scale) of an LCoAN model and of bicubic on benchmark sets.")
     add_model_args(parser)
     parser.add_argument("--data", help="benchmark root with <set>/HR and <set>/LR_bicubic/X<s> "
-                                       "(default: default_data_root()/benchmark)")
-    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="set folder names")
-    parser.add_argument("--json", help="also write the full result (per image) to this JSON file")
+                                       "(default: $LCOAN_DATA/benchmark, else ../shared/data/benchmark "
+                                       "beside the checkout)")
+    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="set folder names (default: Set5 Set14)")
+    parser.add_argument("--json", help="also write the full result (per image) to this JSON file (default: not written)")
     add_inference_args(parser)
     args = parser.parse_args(argv)
 

@@ -1,14 +1,18 @@
 """Train LCoAN.
 
-    python -m lcoan.train --config configs/edge_x2_291.yaml [--set train.steps=2000 ...] [--resume [CKPT]]
+    python -m lcoan.train --config configs/edge_x2_291.yaml [--set train.steps=2000 ...] [--resume [CKPT] | --force]
     torchrun --nproc_per_node 2 -m lcoan.train --config ...     # DistributedDataParallel
+
+A run folder (``train.out``) gets ``config.yaml`` (the resolved config), ``train.log`` (banner,
+validation, checkpoints) and the checkpoints. A folder that already holds a run needs ``--resume``
+(continue) or ``--force`` (start afresh; the old run is moved to ``<out>.replaced-<time>``).
+Ctrl-C finishes the current step, saves ``last.pt`` and prints the ``--resume`` command.
 
 The batch of every step is a pure function of (seed, step), not of an iterator's state, so
 a run killed and resumed from its last checkpoint reproduces the uninterrupted run exactly.
 """
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 import dataclasses
 import difflib
@@ -295,6 +299,31 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss or non-finite weights; one line, nothing more is saved."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C: the current step was finished and ``checkpoint`` saved (None if none could be)."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+RUN_EXTRAS = ("config.yaml", "train.log")  # written at start: a folder holding them holds a run
+
+
+class _RunLog:
+    """Lines for the console (through the progress bar when there is one) and ``<out>/train.log``."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.bar = path, None
+
+    def __call__(self, line: str, console: bool = True) -> None:
+        if console:
+            (self.bar.write if self.bar is not None else print)(line)
+        if self.path is not None:
+            with open(self.path, "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
 _ARCH_FIELDS = ("scale", "n_feats", "n_groups", "n_blocks", "n_clusters", "window_size", "match_dim", "attention")
 
 
@@ -358,10 +387,10 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
     model = build_model(preset, scale=scale, **mc)
     run_files = [out / name for name in RUN_FILES]
     if not resume:
-        taken = [p for p in run_files if p.exists()]
+        taken = [p for p in run_files + [out / n for n in RUN_EXTRAS] if p.exists()]
         if taken:  # a fresh run would replace them, best.safetensors included, with worse weights
             raise ConfigError(f"{taken[0]}: train.out {out} already holds a run; continue it with --resume, "
-                              "or set train.out to a new folder")
+                              "start afresh with --force (the old run is kept aside), or set train.out to a new folder")
     if tc.get("init_from") and not resume:
         for target in run_files:  # this run would replace the weights it starts from
             refuse_overwrite(target, [tc["init_from"]], what=f"run's {target.name} (train.out)")
@@ -400,6 +429,17 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
 
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     train_set, val_set = build_datasets(cfg, scale)
+    log = _RunLog(out / "train.log" if rank == 0 else None)
+    if rank == 0:
+        from .safeio import atomic_write
+        atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        params = sum(p.numel() for p in model.parameters())
+        data = ", ".join(cfg["data"]["train"] if isinstance(cfg["data"]["train"], list) else [cfg["data"]["train"]])
+        log(f"lcoan.train: preset {preset} x{scale}, {params:,} parameters; data {data} "
+            f"({len(train_set)} samples, patch {cfg['data']['patch']}, batch {tc['batch_size']}); "
+            f"steps {step}/{tc['steps']}{' (resumed from ' + str(resume) + ')' if resume else ''}; "
+            f"device {device}{f' x{world}' if world > 1 else ''}; output {out}/ (config.yaml, train.log, "
+            f"last.pt, best.safetensors, final.safetensors)")
     batches = StepBatches(len(train_set), tc["batch_size"], tc["seed"], step, tc["steps"], rank, world)
     workers = int(cfg["data"]["workers"])
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=workers,
@@ -428,6 +468,26 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
         writer = SummaryWriter(out / "tb")
     from tqdm import tqdm
     bar = tqdm(total=tc["steps"], initial=step, disable=rank != 0, dynamic_ncols=True, unit="it")
+    log.bar = bar
+    # Ctrl-C: finish the step in flight (a half-applied optimizer step could not be resumed
+    # bit-exactly), save last.pt, then stop; a second Ctrl-C stops at once.
+    interrupted: list = []
+    previous_sigint = None
+    if not distributed and rank == 0 and _main_thread():
+        def on_sigint(signum, frame):
+            if interrupted:
+                raise KeyboardInterrupt
+            interrupted.append(step)
+            bar.write("interrupted: finishing this step, then saving last.pt (Ctrl-C again to stop at once)")
+        previous_sigint = signal.signal(signal.SIGINT, on_sigint)
+
+    def stop_here() -> None:
+        saved = None
+        if step > 0:
+            checkpoint(out / "last.pt")
+            saved = out / "last.pt"
+        log(f"interrupted at step {step}" + (f"; saved {saved}" if saved else "; nothing to save yet"), console=False)
+        raise TrainingInterrupted(step, saved)
     try:
         for lr_batch, hr_batch in loader:
             lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
@@ -451,6 +511,7 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
             bar.update(1)
             if step % tc["log_every"] == 0 or step == tc["steps"]:
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+                log(f"step {step}: loss {loss.item():.5f} lr {scheduler.get_last_lr()[0]:.2e}", console=False)
                 if writer:
                     writer.add_scalar("train/l1", loss.item(), step)
             if rank == 0 and val_set is not None and (step % tc["val_every"] == 0 or step == tc["steps"]):
@@ -458,25 +519,35 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
                 if writer:
                     writer.add_scalar("val/psnr_y", psnr, step)
                 if not math.isfinite(psnr):  # NaN: the model's output is broken; never promoted
-                    bar.write(f"step {step}: val Y-PSNR {psnr}: the model's output is not finite; "
-                              f"{out / 'best.safetensors'} kept")
+                    log(f"step {step}: val Y-PSNR {psnr}: the model's output is not finite; "
+                        f"{out / 'best.safetensors'} kept")
                     require_finite_weights()
                 else:
-                    bar.write(f"step {step}: val Y-PSNR {psnr:.3f} dB")
+                    log(f"step {step}: val Y-PSNR {psnr:.3f} dB")
                 if math.isfinite(psnr) and psnr > best:
                     best = psnr
                     require_finite_weights()
                     save_safetensors(ema.module if ema else model, out / "best.safetensors", {"step": step, "psnr_y": psnr})
             if rank == 0 and (step % tc["ckpt_every"] == 0 or step == tc["steps"]):
                 checkpoint(out / "last.pt")
+            if interrupted:
+                stop_here()
             if stop_after is not None and step >= stop_after:
                 break
+    except RuntimeError as exc:
+        # Ctrl-C in a terminal also reaches the DataLoader workers, which then fail the next fetch
+        if interrupted and not isinstance(exc, (TrainingInterrupted, TrainingDiverged)):
+            stop_here()
+        raise
     finally:
         bar.close()  # before any error line, so that it is not glued to the bar
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
     final = out / "final.safetensors"
     if rank == 0 and step >= tc["steps"]:
         require_finite_weights()
         save_safetensors(ema.module if ema else model, final, {"step": step})
+        log(f"finished at step {step}: wrote {final}", console=False)
     if writer:
         writer.close()
     if distributed:
@@ -485,12 +556,19 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lcoan.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file (see configs/)")
+    from .cli import ArgumentParser
+    parser = ArgumentParser(prog="python -m lcoan.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, metavar="YAML",
+                        help="training recipe, e.g. configs/tiny_x2_291.yaml (a quick CPU run) or "
+                             "configs/edge_x2_291.yaml (the bundled weights' recipe); required")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config entry, e.g. train.steps=2000 (repeatable)")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None,
-                        help="continue from a training checkpoint (default: <out>/last.pt)")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                     help="continue from a training checkpoint (CKPT default: <train.out>/last.pt)")
+    run.add_argument("--force", action="store_true",
+                     help="start afresh even if train.out holds a run; the old one is moved to "
+                          "<train.out>.replaced-<time>")
     args = parser.parse_args(argv)
     if hasattr(signal, "SIGXFSZ") and _main_thread():
         # Past a file-size limit the default action kills the process silently; ignored, the write
@@ -501,10 +579,35 @@ def main(argv: list[str] | None = None) -> int:
         resume = args.resume
         if resume == "auto":
             resume = str(Path(cfg["train"]["out"]) / "last.pt")
+        out = Path(cfg["train"]["out"])
+        if args.force and int(os.environ.get("RANK", "0")) == 0 and any(
+                (out / n).exists() for n in RUN_FILES + RUN_EXTRAS):
+            aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            out.rename(aside)
+            print(f"--force: moved the earlier run {out} to {aside}", file=sys.stderr)
         started = time.time()
         final = train(cfg, resume)
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"done in {time.time() - started:.0f} s: {final}")
+            print(f"done in {time.time() - started:.0f} s: wrote {final} (and {out / 'last.pt'}, "
+                  f"{out / 'best.safetensors'} if validated, {out / 'config.yaml'}, {out / 'train.log'})")
+    except TrainingInterrupted as exc:
+        again, skip = [], False
+        for a in (argv if argv is not None else sys.argv[1:]):  # the same command, with --resume
+            if skip and not a.startswith("-"):
+                skip = False
+                continue
+            skip = a == "--resume"
+            if a != "--force" and a != "--resume" and not a.startswith("--resume="):
+                again.append(a)
+        if exc.checkpoint is None:
+            print(f"interrupted at step {exc.step}, before the first step ended: nothing saved", file=sys.stderr)
+        else:
+            import shlex
+            resume_cmd = "python -m lcoan.train " + " ".join(shlex.quote(a) for a in again)
+            resume_cmd += " --resume"
+            print(f"interrupted at step {exc.step}: saved {exc.checkpoint}; continue with:\n  {resume_cmd}",
+                  file=sys.stderr)
+        return 130
     except (CheckpointError, FileNotFoundError, ValueError, OutputError, TrainingDiverged) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1 if isinstance(exc, (OutputError, TrainingDiverged)) else 2

@@ -48,7 +48,6 @@ available yet; trained attention is stronger, so expect larger differences with 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -62,7 +61,7 @@ from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alph
 from .data.resize import imresize
 from .safeio import OutputError, refuse_overwrite
 from .tiling import MemoryEstimateError, check_memory, tiled_forward
-from .cli import DEFAULT_OVERLAP, add_inference_args, add_model_args, inference_device, load_cli_model
+from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
            "DEFAULT_OVERLAP", "NonFiniteOutput"]
@@ -220,12 +219,12 @@ def _plan(files: List[Path], out_dir: Path, scale: int):
 
 # --------------------------------------------------------------------------- CLI
 def _fail(message: str) -> int:
-    print(f"lcoan.upscale: error: {message}", file=sys.stderr)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m lcoan.upscale",
         description="Upscale images with LCoAN. Folders are read non-recursively; "
                     "outputs are OUT/<stem>_x<s>.<ext>.")

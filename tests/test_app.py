@@ -136,7 +136,8 @@ def test_video_frames_in_equal_out_size_fps_audio_preview(tmp_path):
     previews = sorted(p.name for p in prev.iterdir())
     assert previews == ["preview_000000.png", "preview_000005.png", "preview_000010.png"]
     from PIL import Image
-    assert Image.open(prev / previews[0]).size == (2 * 24 * 2 + 4, 24 * 2)  # [bicubic | gap | model]
+    # caption strip (14 rows) over [bicubic | gap | model]
+    assert Image.open(prev / previews[0]).size == (2 * 24 * 2 + 4, 14 + 24 * 2)
 
 
 def test_offline_never_drops_even_with_a_slow_backend(tmp_path):

@@ -119,7 +119,7 @@ def test_corrupt_images_are_named_even_with_quiet_and_the_exit_is_not_zero(tmp_p
     assert len(error_lines(err)) == 1
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["corrupt"] == 2 and s["frames_out"] == 2 and len(s["problems"]) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "b_x2.png"]
 
 
 def test_inputs_sharing_a_stem_do_not_overwrite_each_other(tmp_path):
@@ -133,7 +133,7 @@ def test_inputs_sharing_a_stem_do_not_overwrite_each_other(tmp_path):
     out = tmp_path / "out"
     assert run(folder, "-o", out, "--backend", "bicubic") == 0
     sizes = {p.name: Image.open(p).size for p in out.iterdir()}
-    assert sizes == {"a_png.png": (32, 24), "a_jpg.png": (28, 20), "a_bmp.png": (16, 16), "b.png": (16, 12)}
+    assert sizes == {"a_png_x2.png": (32, 24), "a_jpg_x2.png": (28, 20), "a_bmp_x2.png": (16, 16), "b_x2.png": (16, 12)}
 
 
 @pytest.mark.parametrize("suffix, options", [(".mp4", {"movflags": "faststart"}), (".mkv", {})])

@@ -173,7 +173,8 @@ def test_full_disk_is_one_line_naming_the_file(tmp_path):
     line = one_error_line(proc.stderr)
     assert "no space left" in line and str(out / "last.pt") in line, line
     assert (out / "last.pt").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["final.safetensors", "last.pt"], "temporary file left"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "final.safetensors", "last.pt", "train.log"], \
+        "temporary file left"
 
 
 # --------------------------------------------------------------------------- point 8: orphans
@@ -204,7 +205,7 @@ def test_orphan_temp_files_of_a_killed_write_are_removed_at_next_start(tmp_path,
     assert cli(tiny_sets(out, steps=4), "--resume") == 0
     err = capsys.readouterr().err
     assert str(orphans[0]) in err
-    assert sorted(p.name for p in out.iterdir()) == ["final.safetensors", "last.pt", "notes.tmp"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "final.safetensors", "last.pt", "notes.tmp", "train.log"]
     assert read_checkpoint(out / "last.pt")[2]["step"] == 4
 
 

@@ -257,7 +257,7 @@ def test_cli_builds_from_weights_then_reuses(tmp_path):
     first = _cli(*args)
     assert first.returncode == 0, first.stderr
     assert "wrote" in first.stdout and (tmp_path / "cli.engine.json").is_file()
-    assert (tmp_path / "cli.fp16.onnx").is_file()
+    assert (tmp_path / "cli_fp16.onnx").is_file()
     second = _cli(*args)
     assert second.returncode == 0 and "reusing" in second.stdout, second.stdout + second.stderr
 
