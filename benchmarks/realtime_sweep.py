@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     while pending or running:
         while pending and len(running) < args.parallel:
             name, overrides = pending.pop(0)
-            (out_root / name).mkdir(parents=True, exist_ok=True)
-            log = open(out_root / name / "train.log", "a")
+            out_root.mkdir(parents=True, exist_ok=True)
+            log = open(out_root / f"{name}.log", "a")  # beside the run: the trainer owns its folder
             running.append((name, subprocess.Popen(train_command(name, overrides, args.steps, out_root),
                                                    stdout=log, stderr=subprocess.STDOUT)))
         time.sleep(5)
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
             if item[1].poll() is not None:
                 running.remove(item)
                 if item[1].returncode:
-                    print(f"{item[0]}: training failed (exit {item[1].returncode}); see {out_root / item[0] / 'train.log'}")
+                    print(f"{item[0]}: training failed (exit {item[1].returncode}); see {out_root / (item[0] + '.log')}")
 
     from lcoan import build_model, load_model
     from lcoan.evaluate import evaluate
