@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.lr]
     rows = []
-    for preset in ("paper", "edge", "tiny"):
+    for preset in ("paper", "edge", "realtime", "tiny"):
         row = {"preset": preset, "params_M": build_model(preset, scale=args.scale).num_parameters() / 1e6}
         for h, w in sizes:
             row[f"gflops_{h}x{w}"] = count_gflops(preset, args.scale, h, w)

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,7 +17,7 @@ import lcoan
 from export import cache as cache_lib
 from export import export_onnx
 from export.errors import ExportError
-from tests.conftest import REPO, shared_path
+from conftest import REPO, shared_path
 
 trt_mod = pytest.importorskip("export.trt")
 try:
@@ -40,13 +39,11 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
+def graphs(tiny, tmp_path_factory):
     """tiny x2 graphs: fp32, fp16, int8 (Q/DQ from Set14 LR tiles), all with --sort onnx."""
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("trt")
-    model = lcoan.build_model("tiny", 2)
-    out = {"fp32": export_onnx(model, folder / "tiny.onnx"),
-           "fp16": export_onnx(model, folder / "tiny_fp16.onnx", dtype="fp16")}
+    out = {"fp32": export_onnx(tiny, folder / "tiny.onnx"),
+           "fp16": export_onnx(tiny, folder / "tiny_fp16.onnx", dtype="fp16")}
     from calib.quantize import quantize
     images = shared_path("data", "benchmark", "Set14", "LR_bicubic", "X2")
     out["int8"] = quantize(out["fp32"], folder / "tiny_int8.onnx", images, num=8, tile=(48, 48)).path
@@ -90,12 +87,13 @@ def test_tiny_engine_builds_and_serializes(graphs, precision):
     # The serialized engine deserializes only where a GPU is: building is what is checked here.
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_edge_engines_build(tmp_path, precision):
-    """The bundled edge weights (random edge weights where they are absent) in every precision."""
+@pytest.mark.parametrize("preset, precision", [("edge", "fp32"), ("edge", "fp16"), ("edge", "int8"),
+                                               ("realtime", "fp16"), ("realtime", "int8")])
+def test_edge_engines_build(tmp_path, preset, precision):
+    """The bundled edge weights in every precision; the realtime preset (random weights: the
+    graph, not the values, decides what TensorRT accepts) in the app's precisions."""
     torch.manual_seed(0)
-    bundled = REPO / "weights" / "lcoan_edge_x2.safetensors"
-    model = lcoan.load_model(bundled) if bundled.is_file() else lcoan.build_model("edge", 2)
+    model = lcoan.load_model("edge_x2") if preset == "edge" else lcoan.build_model(preset, scale=2).eval()
     graph = export_onnx(model, tmp_path / "edge.onnx", dtype="fp16" if precision == "fp16" else "fp32")
     if precision == "int8":
         from calib.quantize import default_exclusions, quantize
@@ -239,20 +237,15 @@ def test_plugin_library_that_fails_to_load(tmp_path):
     assert "could not load plugin library" in proc.stderr
 
 
-def test_plugin_graph_without_library_is_a_clear_error(tmp_path):
-    torch.manual_seed(0)
-    graph = export_onnx(lcoan.build_model("tiny", 2), tmp_path / "plugin.onnx", sort="plugin")
+def test_plugin_graph_without_library_is_a_clear_error(tiny, tmp_path):
+    graph = export_onnx(tiny, tmp_path / "plugin.onnx", sort="plugin")
     with pytest.raises(ExportError, match="uses the LCoAClusterSort plugin; pass --plugins"):
         build_engine(graph, tmp_path / "p.engine", precision="fp32", profile=make_profile(*PROFILE),
                      log=lambda _m: None)
 
 
-def test_cli_builds_from_weights_then_reuses(tmp_path):
-    torch.manual_seed(0)
-    from lcoan.checkpoint import save_safetensors
-    weights = tmp_path / "tiny.safetensors"
-    save_safetensors(lcoan.build_model("tiny", 2), weights)
-    args = ["--weights", str(weights), "--fp16", "--min", PROFILE[0], "--opt", PROFILE[1], "--max", PROFILE[2],
+def test_cli_builds_from_weights_then_reuses(tiny_weights, tmp_path):
+    args = ["--weights", str(tiny_weights), "--fp16", "--min", PROFILE[0], "--opt", PROFILE[1], "--max", PROFILE[2],
             "--out", str(tmp_path / "cli.engine"), "--opt-level", "0"]
     first = _cli(*args)
     assert first.returncode == 0, first.stderr
