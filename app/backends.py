@@ -31,6 +31,8 @@ from typing import Optional
 
 import numpy as np
 
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
+
 __all__ = ["Backend", "BackendUnavailable", "TorchBackend", "OrtBackend", "TensorRTBackend",
            "BicubicBackend", "SlowedBackend", "load_backend", "BACKENDS", "guess_backend"]
 
@@ -74,10 +76,10 @@ def _load_torch_model(model: Optional[str], scale: Optional[int]):
         scale = scale or 2
         try:
             model = str(lcoan.default_weights(scale))
-        except CheckpointError:
+        except CheckpointError as exc:
             raise BackendUnavailable(
-                f"no bundled weights for x{scale} (weights/lcoan_edge_x{scale}.safetensors); pass "
-                "--model W.safetensors, F.onnx or F.engine (or --model random:edge for an untrained model)") from None
+                f"{exc.problem.split(';')[0]}; pass --model W.safetensors, F.onnx or F.engine "
+                "(or --model random:edge for an untrained model)") from None
     try:
         return (lcoan.load_model(model, scale=scale) if scale else lcoan.load_model(model)), model
     except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
@@ -150,9 +152,12 @@ class OrtBackend(Backend):
         except ImportError:
             raise BackendUnavailable(ORT_INSTALL) from None
         proto = onnx.load(str(path))
-        meta = {p.key: p.value for p in proto.metadata_props}
-        self.scale = int(meta.get("lcoan_scale", 2))
-        self.precision = meta.get("lcoan_dtype", "fp32")
+        try:
+            meta = read_metadata(proto, str(path))
+        except ValueError as exc:
+            raise BackendUnavailable(str(exc)) from None
+        self.scale = meta.scale or 2
+        self.precision = meta.dtype or "fp32"
         self.path = str(path)
         from export import ort_ops
         if ort_ops.has_plugin(proto):
@@ -222,8 +227,8 @@ class TensorRTBackend(Backend):
         self.dev = eng.device
         lo, _opt, hi = eng.profile
         self.min_hw, self.max_hw, self.max_batch = (lo[2], lo[3]), (hi[2], hi[3]), hi[0]
-        eng.context.set_input_shape("lr", tuple(lo))
-        self.scale = int(eng.context.get_tensor_shape("sr")[2]) // lo[2]
+        eng.context.set_input_shape(INPUT_NAME, tuple(lo))
+        self.scale = int(eng.context.get_tensor_shape(OUTPUT_NAME)[2]) // lo[2]
         self.precision = str(side.get("precision", "unknown"))
         self.device = torch.cuda.get_device_name(self.dev)
         self.stream = torch.cuda.Stream(self.dev)
@@ -295,7 +300,15 @@ def load_backend(kind: Optional[str] = None, model: Optional[str] = None, scale:
                  precision: str = "fp32", device: Optional[str] = None, threads: Optional[int] = None,
                  plugins: Optional[str] = None, url: Optional[str] = None, tile: Optional[int] = None,
                  overlap: int = 16) -> Backend:
-    """The backend ``kind`` (default: from ``model``'s file type) for ``model``."""
+    """The backend ``kind`` (default: from ``model``'s file type) for ``model``, which may also be a
+    name from the weights table (``edge_x2``)."""
+    if model and not os.path.exists(model):
+        from lcoan.pretrained import PRETRAINED, get_pretrained
+        if model in PRETRAINED:
+            try:
+                model = str(get_pretrained(model).path)
+            except ValueError as exc:  # declared, not bundled
+                raise BackendUnavailable(str(exc)) from None
     kind = kind or guess_backend(model)
     if kind not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")

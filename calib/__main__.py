@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
     from export.parity import benchmark_samples
-    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-    scale = int(meta.get("lcoan_scale", 2))
+    from lcoan.graph_io import read_metadata
+    scale = read_metadata(onnx.load(str(src), load_external_data=False), str(src)).scale or 2
     samples = benchmark_samples(scale, limit=args.limit)
     from tqdm import tqdm
     report = evaluate(src, result.path, tqdm(samples, desc="FP32 vs INT8", unit="img", file=sys.stderr,

@@ -13,6 +13,7 @@ cropped to a fixed tile on a regular grid.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -24,13 +25,15 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
+from lcoan import opspec
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata, write_metadata
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 METHODS = ("entropy", "percentile", "minmax")
 DEFAULT_METHOD = "minmax"
 DEFAULT_TILE = (64, 64)
 DEFAULT_NUM = 32
 QUANTIZED_OPS = ("Conv",)
-INPUT_NAME = "lr"
 EXTRA_OPTIONS = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True}
 
 
@@ -149,8 +152,7 @@ class TileReader:
 
 # --------------------------------------------------------------------------- graph helpers
 def has_plugin(proto: onnx.ModelProto) -> bool:
-    from export.graph import PLUGIN_OP
-    return any(n.op_type == PLUGIN_OP for n in proto.graph.node)
+    return any(n.op_type == opspec.NAME for n in proto.graph.node)
 
 
 def is_qdq(proto: onnx.ModelProto) -> bool:
@@ -167,7 +169,7 @@ def kept_out_nodes(proto: onnx.ModelProto) -> list[str]:
     keep = []
     for n in proto.graph.node:
         if "/kmeans/" in n.name or "sort_fn/" in n.name or n.op_type in (
-                "ArgMax", "MatMul", "ReduceLogSumExp", "Softmax", "Exp", "LCoAClusterSort"):
+                "ArgMax", "MatMul", "ReduceLogSumExp", "Softmax", "Exp", opspec.NAME):
             keep.append(n.name)
     return keep
 
@@ -207,16 +209,15 @@ def _plugin_sessions():
 
 
 def _to_trt_domain(proto: onnx.ModelProto) -> onnx.ModelProto:
-    from export.graph import PLUGIN_DOMAIN, PLUGIN_OP
     from export.ort_ops import CONTRIB_DOMAIN
     for node in proto.graph.node:
-        if node.op_type == PLUGIN_OP and node.domain == CONTRIB_DOMAIN:
-            node.domain = PLUGIN_DOMAIN
+        if node.op_type == opspec.NAME and node.domain == CONTRIB_DOMAIN:
+            node.domain = opspec.DOMAIN
     kept = [o for o in proto.opset_import if o.domain != CONTRIB_DOMAIN]
     del proto.opset_import[:]
     proto.opset_import.extend(kept)
-    if not any(o.domain == PLUGIN_DOMAIN for o in kept):
-        proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    if not any(o.domain == opspec.DOMAIN for o in kept):
+        proto.opset_import.append(onnx.helper.make_opsetid(opspec.DOMAIN, opspec.DOMAIN_OPSET))
     return proto
 
 
@@ -313,16 +314,14 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
         result = _to_trt_domain(result)
     quantized = [n for n in quantizable_nodes(proto) if n not in exclude]
     shapes = sorted({tuple(t.shape[2:]) for t in tiles}) if tiles else []
-    meta = {p.key: p.value for p in proto.metadata_props}
-    meta.update({
-        "lcoan_dtype": "int8",
-        "lcoan_calib": json.dumps({"method": method, "tiles": len(tiles) if tiles else 0,
-                                   "tile_shapes": [list(s) for s in shapes], "quantized_ops": list(QUANTIZED_OPS),
-                                   "excluded": exclude, "downscale": downscale}),
-    })
-    del result.metadata_props[:]
-    for key, value in meta.items():
-        result.metadata_props.add(key=key, value=value)
+    calib = {"method": method, "tiles": len(tiles) if tiles else 0, "tile_shapes": [list(s) for s in shapes],
+             "quantized_ops": list(QUANTIZED_OPS), "excluded": exclude, "downscale": downscale}
+    try:
+        graph_meta = dataclasses.replace(read_metadata(proto), dtype="int8", calib=calib)
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
+    write_metadata(result, graph_meta)
+    meta = graph_meta.to_props()
     onnx.checker.check_model(result)
     with atomic_output(out) as tmp_out:  # a failed run never leaves half a graph at --out
         onnx.save_model(result, str(tmp_out))
@@ -383,7 +382,7 @@ def evaluate(fp32: str | Path | onnx.ModelProto, int8: str | Path | onnx.ModelPr
         raise CalibrationError("the INT8 graph's cluster-assignment outputs differ from the FP32 graph's")
     ref = ort_ops.session(ref_proto, threads=threads)
     cand = ort_ops.session(cand_proto, threads=threads)
-    outputs = ["sr"] + ids
+    outputs = [OUTPUT_NAME] + ids
     rows, flips, total = [], 0, 0
     for s in samples:
         r = ref.run(outputs, {INPUT_NAME: s.lr})

@@ -14,13 +14,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from lcoan import opspec
+
 from .errors import ExportError
 
 SORT_SCOPE = "sort_fn/"
-PLUGIN_OP = "LCoAClusterSort"
-PLUGIN_DOMAIN = "lcoan"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = "lcoan"
+# The op's identity has one home, lcoan.opspec; these names stay for the callers that use them.
+PLUGIN_OP, PLUGIN_DOMAIN = opspec.NAME, opspec.DOMAIN
 # Ops that make up the counting sort and must not survive the plugin rewrite.
 COUNTING_SORT_OPS = ("CumSum", "ScatterElements", "ReduceSum")
 
@@ -95,8 +95,12 @@ def replace_counting_sort(model: onnx.ModelProto) -> onnx.ModelProto:
     subgraphs = find_sort_subgraphs(graph)
     if not subgraphs:
         raise ExportError("no counting-sort subgraph found; export with sort='onnx' first")
-    for i, sub in enumerate(subgraphs):
+    for sub in subgraphs:
         prefix = sub.scope.rstrip("/")
+        try:
+            attrs = opspec.onnx_attributes(sub.num_clusters)
+        except ValueError as exc:  # the plugin's kernel limit: refuse here, not in TensorRT's parser
+            raise ExportError(f"sort subgraph {sub.scope!r}: {exc}") from None
         ids32 = gs.Variable(f"{prefix}/ids_int32", dtype=np.int32, shape=sub.ids.shape)
         perm32 = gs.Variable(f"{prefix}/perm_int32", dtype=np.int32, shape=sub.ids.shape)
         inv32 = gs.Variable(f"{prefix}/inverse_int32", dtype=np.int32, shape=sub.ids.shape)
@@ -106,8 +110,7 @@ def replace_counting_sort(model: onnx.ModelProto) -> onnx.ModelProto:
                                    inputs=[sub.ids], outputs=[ids32]))
         graph.nodes.append(gs.Node(
             PLUGIN_OP, f"{prefix}/{PLUGIN_OP}", domain=PLUGIN_DOMAIN,
-            attrs={"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE,
-                   "num_clusters": int(sub.num_clusters)},
+            attrs=attrs,
             inputs=[ids32], outputs=[perm32, inv32]))
         for src, dst, tag in ((perm32, sub.perm, "Perm"), (inv32, sub.inverse, "Inverse")):
             dst.dtype = np.int64
@@ -117,7 +120,7 @@ def replace_counting_sort(model: onnx.ModelProto) -> onnx.ModelProto:
     out = gs.export_onnx(graph)
     _copy_model_fields(model, out)
     if not any(o.domain == PLUGIN_DOMAIN for o in out.opset_import):
-        out.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+        out.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, opspec.DOMAIN_OPSET))
     return out
 
 

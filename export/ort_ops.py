@@ -3,8 +3,8 @@
 onnxruntime-extensions runs Python ops registered with ``@onnx_op`` only in the domain
 ``ai.onnx.contrib``, so :func:`for_ort` copies the model and renames the node's domain; the
 file on disk keeps the TensorRT form (domain ``lcoan``). The op's body is
-``export.sort_reference.cluster_sort_reference``, the CPU reference every implementation of
-the plugin is checked against, so the very graph TensorRT parses is the one run here.
+``lcoan.opspec.cluster_sort_reference``, the CPU reference every implementation of the plugin
+is checked against, so the very graph TensorRT parses is the one run here.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .graph import PLUGIN_DOMAIN, PLUGIN_OP
+from lcoan import opspec
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 _REGISTERED = False
@@ -27,21 +27,20 @@ def register() -> None:
         return
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-    from .sort_reference import cluster_sort_reference
+    int32 = PyCustomOpDef.dt_int32  # opspec.IO_DTYPE
 
-    @onnx_op(op_type=PLUGIN_OP, inputs=[PyCustomOpDef.dt_int32],
-             outputs=[PyCustomOpDef.dt_int32, PyCustomOpDef.dt_int32],
-             attrs={"num_clusters": PyCustomOpDef.dt_int64, "plugin_version": PyCustomOpDef.dt_string,
+    @onnx_op(op_type=opspec.NAME, inputs=[int32] * len(opspec.INPUTS), outputs=[int32] * len(opspec.OUTPUTS),
+             attrs={opspec.FIELD: PyCustomOpDef.dt_int64, "plugin_version": PyCustomOpDef.dt_string,
                     "plugin_namespace": PyCustomOpDef.dt_string})
     def lcoa_cluster_sort(ids, **attrs):
-        perm, inv = cluster_sort_reference(np.asarray(ids), int(attrs["num_clusters"]))
+        perm, inv = opspec.cluster_sort_reference(np.asarray(ids), int(attrs[opspec.FIELD]))
         return perm, inv
 
     _REGISTERED = True
 
 
 def has_plugin(proto: onnx.ModelProto) -> bool:
-    return any(n.op_type == PLUGIN_OP for n in proto.graph.node)
+    return any(n.op_type == opspec.NAME for n in proto.graph.node)
 
 
 def for_ort(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -49,7 +48,7 @@ def for_ort(proto: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     for node in out.graph.node:
-        if node.op_type == PLUGIN_OP and node.domain == PLUGIN_DOMAIN:
+        if node.op_type == opspec.NAME and node.domain == opspec.DOMAIN:
             node.domain = CONTRIB_DOMAIN
     domains = {o.domain for o in out.opset_import}
     if CONTRIB_DOMAIN not in domains:

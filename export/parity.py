@@ -31,6 +31,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
+
 from .errors import ExportError, run_cli
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -160,22 +162,11 @@ def drift_psnr(candidate: np.ndarray, reference: np.ndarray) -> float:
 
 
 def _psnr_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
-    try:
-        from lcoan.metrics import psnr_y
-    except ImportError:  # pragma: no cover - the project ships lcoan.metrics
-        psnr_y = _local_psnr_y
     import torch
+
+    from lcoan.metrics import psnr_y
     value = psnr_y(torch.from_numpy(np.ascontiguousarray(sr)), torch.from_numpy(np.ascontiguousarray(hr)), shave)
     return float(np.mean(np.asarray(value.cpu() if hasattr(value, "cpu") else value, dtype=np.float64)))
-
-
-def _local_psnr_y(sr, hr, shave):  # BT.601 Y on 8-bit levels, as lcoan.metrics.psnr_y
-    def y(img):
-        img = np.round(np.clip(img.numpy().astype(np.float64), 0, 1) * 255) / 255
-        return 16 / 255 + (65.738 * img[:, 0] + 129.057 * img[:, 1] + 25.064 * img[:, 2]) / 256
-    d = (y(sr) - y(hr))[..., shave:-shave or None, shave:-shave or None]
-    mse = float(np.mean(d ** 2))
-    return math.inf if mse == 0 else -10 * math.log10(mse)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -249,14 +240,8 @@ def _load_sample(path: Path, scale: int) -> Sample:
 
 
 def data_root() -> Path:
-    try:
-        from lcoan.data.paths import default_data_root
-        return default_data_root()
-    except ImportError:  # pragma: no cover
-        import os
-        import lcoan
-        env = os.environ.get("LCOAN_DATA")
-        return Path(env) if env else Path(lcoan.__file__).resolve().parents[1].parent / "shared" / "data"
+    from lcoan.data.paths import default_data_root
+    return default_data_root()
 
 
 def benchmark_samples(scale: int, sets: Sequence[str] = DEFAULT_SETS, root: str | Path | None = None,
@@ -287,7 +272,6 @@ def torch_runner(model) -> Runner:
 def ort_runner(onnx_model, threads: int | None = None) -> Runner:
     """ONNX Runtime CPU; plugin-form graphs run with the CPU ``LCoAClusterSort``."""
     from . import ort_ops
-    from .to_onnx import INPUT_NAME, OUTPUT_NAME
     sess = ort_ops.session(onnx_model, threads=threads)
 
     def run(lr: np.ndarray) -> np.ndarray:
@@ -340,7 +324,6 @@ def save_polygraphy(samples: Sequence[Sample], reference_outputs: dict, folder: 
     from polygraphy.comparator import IterationResult, RunResults
     from polygraphy.json import save_json
 
-    from .to_onnx import INPUT_NAME, OUTPUT_NAME
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     inputs_path, outputs_path = folder / "inputs.json", folder / f"{runner_name}_outputs.json"
@@ -369,14 +352,14 @@ def graph_precision(proto) -> str:
         return "int8"
     if is_fp16(proto):
         return "fp16"
-    meta = {p.key: p.value for p in proto.metadata_props}
-    return meta.get("lcoan_dtype") or "fp32"
+    return read_metadata(proto).dtype or "fp32"
 
 
 def main(argv: list[str] | None = None) -> int:
     from lcoan.cli import ArgumentParser
     parser = ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="weights file (default: the bundled weights)")
+    from lcoan.cli import WEIGHTS_HELP
+    parser.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
     parser.add_argument("--onnx", required=True, help="exported graph (either sort form, fp32 or fp16)")
     parser.add_argument("--images", help="folder of LR images or .npy [N, 3, h, w] arrays "
                                          "(default: Set5 and Set14 LR_bicubic X<scale>)")
@@ -419,8 +402,10 @@ def _main(args) -> int:
         raise ExportError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
     from .to_onnx import check_finite_graph
     check_finite_graph(proto, onnx_path)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    graph_scale = int(meta["lcoan_scale"]) if "lcoan_scale" in meta else None
+    try:
+        graph_scale = read_metadata(proto, str(onnx_path)).scale
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     if args.scale and graph_scale and args.scale != graph_scale:
         raise ExportError(f"{onnx_path}: graph is for x{graph_scale}, not x{args.scale}")
     scale = args.scale or graph_scale

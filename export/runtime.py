@@ -29,11 +29,11 @@ from typing import Sequence
 
 import numpy as np
 
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
+
 from . import cache
 from .errors import ExportError
 from .trt import device_info, import_trt, trt_info
-
-INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 
 
 class RuntimeUnavailable(ExportError):
@@ -138,9 +138,6 @@ def engine_runner(path: str | os.PathLike, plugins: str | os.PathLike | None = N
 
 
 # --------------------------------------------------------------------------- comparisons
-INT8_THRESHOLDS = (5e-2, 5e-2)  # atol, rtol vs the FP32 graph (Polygraphy's rule; export.parity.Thresholds)
-
-
 def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, images=None, *,
                    plugins: str | os.PathLike | None = None, scale: int | None = None,
                    limit: int | None = None, precision: str | None = None):
@@ -155,8 +152,7 @@ def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, imag
     from . import parity
     require_runtime()
     proto = onnx.load(str(onnx_path))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    scale = scale or int(meta.get("lcoan_scale", 2))
+    scale = scale or read_metadata(proto, str(onnx_path)).scale or 2
     side = cache.read_sidecar(engine) or {}
     precision = precision or side.get("precision") or parity.graph_precision(proto)
     if images is None:
@@ -170,9 +166,9 @@ def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, imag
             raise ExportError(f"{images}: none of the images could be read")
     else:
         samples = list(images)
-    thresholds = parity.THRESHOLDS.get(precision) or parity.Thresholds(*INT8_THRESHOLDS)
+    # compare() picks the precision's thresholds (one line for an unknown precision)
     report = parity.compare(parity.ort_runner(proto), engine_runner(engine, plugins), samples, scale=scale,
-                            precision=precision, thresholds=thresholds, reference_name="onnxruntime",
+                            precision=precision, reference_name="onnxruntime",
                             candidate_name="tensorrt")
     ok = polygraphy_compare(engine, proto, samples, plugins=plugins, precision=precision)
     return report, ok
@@ -196,7 +192,7 @@ def polygraphy_compare(engine, proto, samples, *, plugins=None, precision: str =
                OnnxrtRunner(lambda: ort_ops.session(proto), name="onnxruntime")]
     results = Comparator.run(runners, data_loader=data)
     from . import parity
-    rule = parity.THRESHOLDS.get(precision) or parity.Thresholds(*INT8_THRESHOLDS)
+    rule = parity.THRESHOLDS[precision]
     tol = (rule.atol, rule.rtol)  # the rule export.parity's report applies, so both verdicts agree
     return bool(Comparator.compare_accuracy(
         results, compare_func=CompareFunc.simple(atol=tol[0], rtol=tol[1])))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import onnx
 import torch
 from torch import nn
 
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, GraphMetadata, write_metadata
 from lcoan.model.network import LCoAN
 from lcoan.model.sort import counting_sort
 
@@ -35,7 +35,6 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 12
 SORTS = ("onnx", "plugin")
 DTYPES = ("fp32", "fp16")
-INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 # Ops that would sort positions (TopK is capped at K = 3840 in TensorRT).
 FORBIDDEN_SORT_OPS = ("TopK",)
 
@@ -131,11 +130,8 @@ def build_onnx(model: LCoAN, sort: str = "onnx", opset: int = DEFAULT_OPSET,
     if dtype == "fp16":
         from .precision import to_fp16
         proto = to_fp16(proto)
-    meta = {"lcoan_config": json.dumps(model.config.to_dict()), "lcoan_sort": sort,
-            "lcoan_dtype": dtype, "lcoan_scale": str(model.config.scale)}
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
+    write_metadata(proto, GraphMetadata(scale=model.config.scale, sort=sort, dtype=dtype,
+                                        config=model.config.to_dict()))
     proto.producer_name = "lcoan-edge"
     check_graph(proto)
     return proto
@@ -156,14 +152,10 @@ def export_onnx(model: LCoAN, path: str | Path, sort: str = "onnx", opset: int =
     return path
 
 
-def read_metadata(proto: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
-
-
 def load_weights(weights: str | None, scale: int | None) -> LCoAN:
+    """``--weights``: a weights-table name, a file, or None for the bundled default of ``scale``."""
     import lcoan
-    path = weights if weights else lcoan.default_weights(scale or 2)
-    return lcoan.load_model(path, scale=scale)
+    return lcoan.load_model(lcoan.resolve_weights(weights, scale), scale=scale)
 
 
 def default_onnx_path(weights: str | None, scale: int, sort: str = "onnx", dtype: str = "fp32") -> Path:
@@ -177,7 +169,8 @@ def default_onnx_path(weights: str | None, scale: int, sort: str = "onnx", dtype
 def main(argv: list[str] | None = None) -> int:
     from lcoan.cli import ArgumentParser
     parser = ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
+    from lcoan.cli import WEIGHTS_HELP
+    parser.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
     parser.add_argument("--out", metavar="F.onnx", help="output graph (default: <weights stem>[_plugin]_<dtype>.onnx, "
                         "e.g. lcoan_edge_x2_fp32.onnx)")
     parser.add_argument("--sort", choices=SORTS, default="onnx",

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from lcoan import opspec
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME
+
 from . import cache
 from .cache import EngineKey, Profile
 from .errors import ExportError, run_cli
@@ -40,8 +43,6 @@ from .trt import (check_plugin_library, device_info, import_trt, reexec_for_rtx_
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = ("1x3x16x16", "1x3x270x480", "1x3x540x960")
 DEFAULT_WORKSPACE_MIB = 4096  # a cap, not an allocation: the 540x960 LR profile needs > 1 GiB
-INPUT_NAME, OUTPUT_NAME = "lr", "sr"
-PLUGIN_OP = "LCoAClusterSort"
 
 
 # --------------------------------------------------------------------------- shapes
@@ -86,7 +87,7 @@ def graph_precision(proto) -> str:
 
 
 def has_plugin_nodes(proto) -> bool:
-    return any(n.op_type == PLUGIN_OP for n in proto.graph.node)
+    return any(n.op_type == opspec.NAME for n in proto.graph.node)
 
 
 def sibling(out: Path, suffix: str) -> Path:
@@ -263,7 +264,8 @@ def load_plugins(trt, path: str | os.PathLike | None):
     return handle
 
 
-def plugin_registered(trt, name: str = PLUGIN_OP, version: str = "1", namespace: str = "lcoan") -> bool:
+def plugin_registered(trt, name: str = opspec.NAME, version: str = opspec.VERSION,
+                      namespace: str = opspec.NAMESPACE) -> bool:
     registry = trt.get_plugin_registry()
     for getter in ("get_creator", "get_plugin_creator"):
         fn = getattr(registry, getter, None)
@@ -380,7 +382,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
     load_plugins(trt, plugins)
     import onnx
     if has_plugin_nodes(onnx.load(str(onnx_path), load_external_data=False)) and not plugin_registered(trt):
-        raise ExportError(f"{onnx_path} uses the {PLUGIN_OP} plugin; pass --plugins liblcoan_plugins.so "
+        raise ExportError(f"{onnx_path} uses the {opspec.NAME} plugin; pass --plugins liblcoan_plugins.so "
                           "(or build the --sort onnx graph)")
     logger = make_logger(trt, verbose)
     builder = trt.Builder(logger)
@@ -451,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--onnx", help="ONNX graph: FP32 (converted to the chosen precision), or already "
                      "FP16 / Q/DQ INT8 (default: export the weights)")
-    src.add_argument("--weights", help="weights file (default: the bundled weights)")
+    from lcoan.cli import WEIGHTS_HELP
+    src.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
     prec = parser.add_mutually_exclusive_group()
     for p, what in (("fp32", "FP32 graph"), ("fp16", "FP16 graph, cluster assignment and softmax in FP32 "
                                                      "(the default)"),

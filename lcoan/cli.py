@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
+# Every CLI's --weights: a name from the weights table (lcoan/pretrained.py) or a file.
+WEIGHTS_HELP = ("a bundled weights name (edge_x2, ...; see lcoan/pretrained.py) or a .safetensors/.pt file "
+                "(default: the bundled weights for --scale)")
 DEFAULT_OVERLAP = 32  # LR pixels: above the 29-pixel receptive-field radius of `edge` without attention
 
 
@@ -55,14 +57,14 @@ def inference_device(args: argparse.Namespace) -> torch.device:
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", help="weights file (default: the bundled weights for --scale)")
+    parser.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
     parser.add_argument("--scale", type=int, choices=(2, 3, 4),
                         help="upscaling factor (default: that of --weights, else 2)")
 
 
 def load_cli_model(args: argparse.Namespace):
     """(model in eval mode, weights path) for --weights/--scale; raises CheckpointError."""
-    from . import default_weights, load_model
+    from . import load_model, resolve_weights
 
-    weights = Path(args.weights) if args.weights else default_weights(args.scale or 2)
+    weights = resolve_weights(args.weights, args.scale)
     return load_model(weights, scale=args.scale), weights

@@ -7,7 +7,7 @@ compute-sanitizer; no TensorRT and no network (nothing here imports onnx or tens
 
 1. builds the ctypes harness for the local GPU's architecture (``-Werror``);
 2. runs every kernel case of ``tests/test_plugins.py`` (:data:`GPU_CASES`, :data:`ALL_K`, the
-   patterns) against the CPU reference ``export.sort_reference``; guard zones around perm/inv
+   patterns) against the CPU reference ``lcoan.opspec``; guard zones around perm/inv
    catch out-of-bounds writes;
 3. runs :data:`SANITIZER_CASES` under ``compute-sanitizer --tool memcheck`` and ``--tool racecheck``;
 4. times the kernel against ``torch.sort(stable=True)`` (+ the scatter that makes ``inv``, since
@@ -20,7 +20,6 @@ found, so it runs under any python3.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -96,39 +95,6 @@ def pattern_inputs():
             "descending": np.tile(ar[::-1] % 128, (2, 1))}
 
 
-# --------------------------------------------------------------------------------------------
-# GPU discovery (driver API, standard library only)
-# --------------------------------------------------------------------------------------------
-
-
-def cuda_devices() -> list[dict]:
-    """Name and compute capability of each visible CUDA device; [] without a driver or a GPU."""
-    for name in ("libcuda.so.1", "libcuda.so"):
-        try:
-            cuda = ctypes.CDLL(name)
-        except OSError:
-            continue
-        if cuda.cuInit(0) != 0:
-            return []
-        count = ctypes.c_int(0)
-        if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return []
-        devices = []
-        for i in range(count.value):
-            dev = ctypes.c_int(0)
-            if cuda.cuDeviceGet(ctypes.byref(dev), i) != 0:
-                continue
-            buf = ctypes.create_string_buffer(256)
-            cuda.cuDeviceGetName(buf, 256, dev)
-            major, minor = ctypes.c_int(0), ctypes.c_int(0)
-            cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
-            cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
-            devices.append({"name": buf.value.decode(errors="replace").strip(), "cc": f"{major.value}.{minor.value}",
-                            "sm": major.value * 10 + minor.value})
-        return devices
-    return []
-
-
 def _tool_version(cmd: list[str]) -> str | None:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip().splitlines()
@@ -155,7 +121,7 @@ def find_sanitizer() -> str | None:
 def _compare(lib, ids, k: int) -> tuple[bool, str]:
     import numpy as np
 
-    from export.sort_reference import cluster_sort_reference
+    from lcoan.opspec import cluster_sort_reference
     from plugins import loader
 
     try:
@@ -329,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sanitizer_child:
         return _sanitizer_child()
 
+    from plugins.loader import cuda_devices
     devices = cuda_devices()
     if not devices:
         print("gpu-check: no CUDA GPU visible (the CUDA driver reports none); nothing to run. "

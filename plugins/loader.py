@@ -2,9 +2,10 @@
 
 * :func:`harness_library` - ``liblcoan_cluster_sort_harness.so`` (kernels only, no TensorRT), built on
   demand; :func:`cluster_sort_gpu` runs the LCoAClusterSort kernel on numpy arrays through it.
-* :func:`cuda_device_count` - number of CUDA devices, without building anything (driver API via ctypes).
-* :func:`plugin_library_path` / :func:`load_plugin_library` - register the ``lcoan::LCoAClusterSort``
-  TensorRT plugin with a ``tensorrt`` module's plugin registry.
+* :func:`cuda_devices` / :func:`cuda_device_count` - the CUDA devices (name, compute capability), without
+  building anything (driver API via ctypes; ``make gpu-check`` uses it too).
+* :func:`plugin_library_path` - where ``python -m plugins.build`` puts the TensorRT plugin libraries.
+  Registering one with TensorRT is the engine's job (``export.to_trt.load_plugins``), in one place.
 
 Data flows lcoan -> export -> plugins: this package may import ``export``; ``export`` never imports it.
 """
@@ -19,10 +20,6 @@ import numpy as np
 
 from plugins import build as _build
 
-PLUGIN_NAME = "LCoAClusterSort"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = "lcoan"
-
 _HARNESS_OUT_OF_BOUNDS = -2
 
 
@@ -35,20 +32,37 @@ class PluginLibraryError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def cuda_device_count() -> int:
-    """CUDA devices visible through the driver (0 if there is no driver or no GPU)."""
+def cuda_devices() -> list[dict]:
+    """Name and compute capability of each visible CUDA device; [] without a driver or a GPU."""
     for name in ("libcuda.so.1", "libcuda.so"):
         try:
             cuda = ctypes.CDLL(name)
         except OSError:
             continue
         if cuda.cuInit(0) != 0:
-            return 0
+            return []
         count = ctypes.c_int(0)
         if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return count.value
-    return 0
+            return []
+        devices = []
+        for i in range(count.value):
+            dev = ctypes.c_int(0)
+            if cuda.cuDeviceGet(ctypes.byref(dev), i) != 0:
+                continue
+            buf = ctypes.create_string_buffer(256)
+            cuda.cuDeviceGetName(buf, 256, dev)
+            major, minor = ctypes.c_int(0), ctypes.c_int(0)
+            cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
+            cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
+            devices.append({"name": buf.value.decode(errors="replace").strip(), "cc": f"{major.value}.{minor.value}",
+                            "sm": major.value * 10 + minor.value})
+        return devices
+    return []
+
+
+def cuda_device_count() -> int:
+    """CUDA devices visible through the driver (0 if there is no driver or no GPU)."""
+    return len(cuda_devices())
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,61 +177,3 @@ def plugin_library_path(static: bool = False, build_dir: str | os.PathLike | Non
         major = plugin_abi_major()
     bdir = Path(build_dir) if build_dir else _build.DEFAULT_BUILD_DIR / f"trt{major}"
     return bdir / _build.plugin_lib_name(major, static)
-
-
-def _creator_registered(registry) -> bool:
-    for getter in ("get_creator", "get_plugin_creator"):
-        fn = getattr(registry, getter, None)
-        if fn is None:
-            continue
-        try:
-            if fn(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
-                return True
-        except Exception:  # noqa: BLE001 - older bindings raise on unknown creators
-            pass
-    return False
-
-
-def load_plugin_library(trt_module, path: str | os.PathLike | None = None):
-    """Register lcoan::LCoAClusterSort with ``trt_module``'s plugin registry; returns the library handle.
-
-    Uses ``registry.load_library`` (TensorRT >= 8.6; registers through ``getCreators``) and falls back to
-    ``ctypes.CDLL`` on the self-registering static library for bindings without it (or when ``path`` is
-    that library). A library built for another TensorRT major is refused in one line before TensorRT
-    loads it, and so is TensorRT-RTX without ``libtensorrt_rtx.so`` on the library path (its parser
-    would abort the process). Idempotent: returns None when the creator is already registered.
-    """
-    from export.errors import ExportError
-    from export.trt import check_plugin_library, plugin_abi_major, require_rtx_plugins_ready
-
-    registry = trt_module.get_plugin_registry()
-    if _creator_registered(registry):
-        return None
-    use_registry = hasattr(registry, "load_library")
-    lib_path = Path(path) if path else plugin_library_path(static=not use_registry,
-                                                           major=plugin_abi_major(trt_module))
-    if not lib_path.is_file():
-        raise PluginLibraryError(
-            f"TensorRT plugin library {lib_path} is missing; build it with `python -m plugins.build` "
-            "(needs the TensorRT headers: set TENSORRT_ROOT)")
-    try:
-        built = check_plugin_library(trt_module, lib_path)
-    except ExportError as e:
-        raise PluginLibraryError(str(e)) from None
-    if use_registry and (built is None or built.registration == "dynamic"):
-        try:
-            handle = registry.load_library(str(lib_path))
-        except Exception as e:  # noqa: BLE001 - binding raises various types
-            raise PluginLibraryError(f"TensorRT could not load plugin library {lib_path}: {e}") from e
-        if handle is None:
-            raise PluginLibraryError(f"TensorRT could not load plugin library {lib_path} (see TensorRT log)")
-    else:
-        try:
-            handle = ctypes.CDLL(str(lib_path), mode=ctypes.RTLD_GLOBAL)
-        except OSError as e:
-            raise PluginLibraryError(f"could not load plugin library {lib_path}: {e}") from e
-    try:
-        require_rtx_plugins_ready(trt_module)
-    except ExportError as e:
-        raise PluginLibraryError(str(e)) from None
-    return handle

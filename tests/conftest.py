@@ -19,3 +19,22 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path}")
     return path
+
+
+# Helpers are imported as `from conftest import REPO, shared_path` (pytest puts tests/ on sys.path);
+# `tests.conftest` would load this file a second time under another name.
+@pytest.fixture(scope="module")
+def tiny():
+    """The ``tiny`` preset at x2 in eval mode, seed 0, built once per test module."""
+    from lcoan import build_model
+    torch.manual_seed(0)
+    return build_model("tiny", scale=2).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tiny, tmp_path_factory) -> Path:
+    """``tiny`` saved as ``tiny_x2.safetensors`` (config in the metadata), once per test module."""
+    from lcoan.checkpoint import save_safetensors
+    path = tmp_path_factory.mktemp("weights") / "tiny_x2.safetensors"
+    save_safetensors(tiny, path)
+    return path

@@ -21,7 +21,6 @@ from app.backends import (BackendUnavailable, BicubicBackend, OrtBackend, Slowed
 from app.cli import main as cli_main  # noqa: E402
 from app.io import Frame, ImageSource, SyntheticSource, VideoSink, open_sink, open_source  # noqa: E402
 from app.pipeline import LatencyHistogram, Pipeline, PipelineConfig  # noqa: E402
-from lcoan import build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CODEC = "mpeg4"  # in every FFmpeg build; libx264 is used for output when present
@@ -105,13 +104,6 @@ def run_cli(*args) -> tuple[int, dict | None]:
         p = Path(argv[argv.index("--json") + 1])
         summary = json.loads(p.read_text()) if p.exists() else None
     return rc, summary
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    import torch
-    torch.manual_seed(0)
-    return build_model("tiny", scale=2).eval()
 
 
 # --------------------------------------------------------------------------- video end to end

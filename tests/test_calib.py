@@ -10,9 +10,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-import torch
 
-import lcoan
 from calib.quantize import (CalibrationError, calibration_tiles, evaluate, kept_out_nodes, quantize,
                             quantized_consumers, sensitivity)
 from export import export_onnx, ort_ops
@@ -27,12 +25,10 @@ def set14_lr():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, set14_lr):
-    torch.manual_seed(0)
+def graphs(tiny, tmp_path_factory, set14_lr):
     folder = tmp_path_factory.mktemp("calib")
-    model = lcoan.build_model("tiny", 2)
-    fp32 = export_onnx(model, folder / "tiny.onnx")
-    plugin = export_onnx(model, folder / "tiny_plugin.onnx", sort="plugin")
+    fp32 = export_onnx(tiny, folder / "tiny.onnx")
+    plugin = export_onnx(tiny, folder / "tiny_plugin.onnx", sort="plugin")
     tiles = calibration_tiles(set14_lr, num=8, tile=(40, 40))
     int8 = quantize(fp32, folder / "tiny_int8.onnx", tiles=tiles).path
     return {"dir": folder, "fp32": fp32, "plugin": plugin, "int8": int8, "tiles": tiles}
@@ -53,8 +49,8 @@ def test_calibration_tiles_from_downscaled_hr():
     assert len(tiles) == 4 and all(t.shape == (1, 3, 24, 24) for t in tiles)
 
 
-def test_qdq_graph_passes_checker_and_quantizes_only_conv(tiny):
-    proto = onnx.load(str(tiny["int8"]))
+def test_qdq_graph_passes_checker_and_quantizes_only_conv(graphs):
+    proto = onnx.load(str(graphs["int8"]))
     onnx.checker.check_model(proto, full_check=True)
     nodes = {n.name: n for n in proto.graph.node}
     consumers = quantized_consumers(proto)
@@ -80,44 +76,44 @@ def test_qdq_graph_passes_checker_and_quantizes_only_conv(tiny):
     assert meta["lcoan_dtype"] == "int8" and "lcoan_calib" in meta and meta["lcoan_scale"] == "2"
 
 
-def test_qdq_graph_runs_on_ort_cpu_close_to_fp32(tiny):
-    lr = tiny["tiles"][0]
-    ref = ort_ops.session(str(tiny["fp32"])).run(["sr"], {"lr": lr})[0]
-    out = ort_ops.session(str(tiny["int8"])).run(["sr"], {"lr": lr})[0]
+def test_qdq_graph_runs_on_ort_cpu_close_to_fp32(graphs):
+    lr = graphs["tiles"][0]
+    ref = ort_ops.session(str(graphs["fp32"])).run(["sr"], {"lr": lr})[0]
+    out = ort_ops.session(str(graphs["int8"])).run(["sr"], {"lr": lr})[0]
     assert out.shape == ref.shape
     mse = float(np.mean((np.clip(out, 0, 1) - np.clip(ref, 0, 1)) ** 2))
     assert -10 * np.log10(max(mse, 1e-12)) > 25.0
 
 
-def test_plugin_graph_quantizes_and_runs_on_cpu(tiny):
-    out = quantize(tiny["plugin"], tiny["dir"] / "tiny_plugin_int8.onnx", tiles=tiny["tiles"][:4]).path
+def test_plugin_graph_quantizes_and_runs_on_cpu(graphs):
+    out = quantize(graphs["plugin"], graphs["dir"] / "tiny_plugin_int8.onnx", tiles=graphs["tiles"][:4]).path
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto)
     sort_nodes = [n for n in proto.graph.node if n.op_type == "LCoAClusterSort"]
     assert sort_nodes and all(n.domain == "lcoan" for n in sort_nodes)  # TensorRT form kept on disk
-    lr = tiny["tiles"][1]
+    lr = graphs["tiles"][1]
     a = ort_ops.session(proto).run(["sr"], {"lr": lr})[0]
-    b = ort_ops.session(str(tiny["int8"])).run(["sr"], {"lr": lr})[0]
+    b = ort_ops.session(str(graphs["int8"])).run(["sr"], {"lr": lr})[0]
     assert np.isfinite(a).all() and np.abs(a - b).max() < 0.05
 
 
-def test_evaluate_reports_psnr_loss_and_cluster_flips(tiny):
+def test_evaluate_reports_psnr_loss_and_cluster_flips(graphs):
     from export.parity import benchmark_samples
     shared_path("data", "benchmark", "Set5")
     samples = benchmark_samples(2, sets=("Set5",), limit=2)
-    report = evaluate(tiny["fp32"], tiny["int8"], samples, 2)
+    report = evaluate(graphs["fp32"], graphs["int8"], samples, 2)
     assert len(report.images) == 2 and report.positions > 0
     assert 0.0 <= report.cluster_flip_fraction < 0.5
     assert np.isfinite(report.psnr_loss_db)
-    same = evaluate(tiny["fp32"], tiny["fp32"], samples[:1], 2)
+    same = evaluate(graphs["fp32"], graphs["fp32"], samples[:1], 2)
     assert same.cluster_flip_fraction == 0.0 and same.psnr_loss_db == 0.0
 
 
-def test_sensitivity_reuses_calibration(tiny, tmp_path):
+def test_sensitivity_reuses_calibration(graphs, tmp_path):
     from export.parity import benchmark_samples
     samples = benchmark_samples(2, sets=("Set5",), limit=1)
-    convs = [n.name for n in onnx.load(str(tiny["fp32"])).graph.node if n.op_type == "Conv"][:2]
-    rows = sensitivity(tiny["fp32"], samples, 2, tmp_path / "ranges.json", tiny["tiles"], nodes=convs,
+    convs = [n.name for n in onnx.load(str(graphs["fp32"])).graph.node if n.op_type == "Conv"][:2]
+    rows = sensitivity(graphs["fp32"], samples, 2, tmp_path / "ranges.json", graphs["tiles"], nodes=convs,
                        workdir=tmp_path)
     assert (tmp_path / "ranges.json").is_file()
     assert rows[0]["node"] == "(none excluded)" and {r["node"] for r in rows[1:]} == set(convs)
@@ -125,26 +121,26 @@ def test_sensitivity_reuses_calibration(tiny, tmp_path):
     assert convs[0] not in quantized_consumers(excluded)
 
 
-def test_quantize_rejects_bad_inputs(tiny, tmp_path):
+def test_quantize_rejects_bad_inputs(graphs, tmp_path):
     with pytest.raises(CalibrationError, match="already has QuantizeLinear"):
-        quantize(tiny["int8"], tmp_path / "x.onnx", tiles=tiny["tiles"])
+        quantize(graphs["int8"], tmp_path / "x.onnx", tiles=graphs["tiles"])
     with pytest.raises(CalibrationError, match="no node named"):
-        quantize(tiny["fp32"], tmp_path / "x.onnx", tiles=tiny["tiles"], exclude=["/nope/Conv"])
+        quantize(graphs["fp32"], tmp_path / "x.onnx", tiles=graphs["tiles"], exclude=["/nope/Conv"])
     with pytest.raises(CalibrationError, match="no such image folder"):
         calibration_tiles(tmp_path / "missing")
     with pytest.raises(CalibrationError, match="unknown calibration method"):
-        quantize(tiny["fp32"], tmp_path / "x.onnx", tiles=tiny["tiles"], method="mse")
+        quantize(graphs["fp32"], tmp_path / "x.onnx", tiles=graphs["tiles"], method="mse")
 
 
-def test_cli_writes_graph_and_errors_in_one_line(tiny, set14_lr, tmp_path):
+def test_cli_writes_graph_and_errors_in_one_line(graphs, set14_lr, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = tmp_path / "cli_int8.onnx"
-    ok = subprocess.run([sys.executable, "-m", "calib", "--onnx", str(tiny["fp32"]), "--images", str(set14_lr),
+    ok = subprocess.run([sys.executable, "-m", "calib", "--onnx", str(graphs["fp32"]), "--images", str(set14_lr),
                          "--out", str(out), "--num", "4", "--tile", "32x32", "--method", "percentile"],
                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert out.is_file() and "Conv in INT8" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "calib", "--onnx", str(tiny["fp32"]), "--images",
+    bad = subprocess.run([sys.executable, "-m", "calib", "--onnx", str(graphs["fp32"]), "--images",
                           str(tmp_path / "nothing")], capture_output=True, text=True, env=env, cwd=REPO,
                          timeout=300)
     assert bad.returncode == 2

@@ -21,14 +21,6 @@ from lcoan.upscale import upscale_file
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny_x2.safetensors"
-    save_safetensors(build_model("tiny", 2), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def conv_weights(tmp_path_factory):
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("w") / "tiny_none_x2.safetensors"

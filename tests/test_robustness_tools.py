@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, shared_path
+from conftest import REPO
 from lcoan import CheckpointError, build_model, load_model
-from lcoan.checkpoint import save_checkpoint, save_safetensors
+from lcoan.checkpoint import save_safetensors
 from lcoan.safeio import AtomicFile, OutputError, SameFileError, atomic_write, refuse_overwrite
 
 PY = sys.executable
@@ -220,13 +220,9 @@ def test_refused_pickle_names_the_forbidden_global(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
+def tiny_onnx(tiny, tiny_weights, tmp_path_factory):
     from export.to_onnx import export_onnx
-    folder = tmp_path_factory.mktemp("onnx")
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    save_safetensors(model, folder / "tiny.safetensors")
-    return export_onnx(model, folder / "tiny.onnx"), folder / "tiny.safetensors"
+    return export_onnx(tiny, tmp_path_factory.mktemp("onnx") / "tiny.onnx"), tiny_weights
 
 
 def _image_folder(tmp_path: Path) -> Path:

@@ -130,7 +130,6 @@ def test_x4_initialised_from_x2_except_upsampler(tmp_path):
 
 def test_short_tiny_run_lowers_loss_and_beats_bicubic(tmp_path):
     """Real images: train on T91 crops, test on a held-back Set5 image."""
-    import numpy as np
     from lcoan.data import PairedDataset
     from lcoan.data.resize import imresize
     from lcoan.metrics import psnr_y

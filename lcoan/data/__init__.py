@@ -1,5 +1,5 @@
 """Data: image IO, MATLAB-compatible bicubic resize, SR datasets and loaders."""
-from .datasets import HROnlyDataset, PairedDataset, SeededSampler, list_images, make_loader
+from .datasets import HROnlyDataset, PairedDataset, list_images
 from .imageio import (
     ImageReadError,
     read_image,
@@ -13,9 +13,7 @@ from .resize import imresize, imresize_float, imresize_torch, imresize_uint8
 __all__ = [
     "HROnlyDataset",
     "PairedDataset",
-    "SeededSampler",
     "list_images",
-    "make_loader",
     "ImageReadError",
     "read_image",
     "read_image_levels",

@@ -26,10 +26,8 @@ Determinism
 A dataset item may be addressed by an ``int`` or by an ``(index, seed)`` pair. For the pair, crop
 position and flips are drawn with ``torch.randint`` from a ``torch.Generator`` seeded with ``seed``,
 so the sample depends only on ``(index, seed)``: not on the worker that loads it, the number of
-workers or what was loaded before. :class:`SeededSampler` (used by :func:`make_loader`) yields such
-pairs; its permutation and per-sample seeds come from a generator seeded with ``(seed, epoch)``.
-Training is resumed bit-exactly by building the loader with the same seed and calling
-``loader.sampler.set_epoch(epoch, skip=batches_done * batch_size)``.
+workers or what was loaded before. The trainer's batch sampler (``lcoan.train.StepBatches``) yields
+such pairs, keyed by ``(seed, step)``, which is what makes resume bit-exact.
 For a plain ``int`` index the draws use torch's global RNG (which DataLoader seeds per worker).
 """
 from __future__ import annotations
@@ -38,16 +36,16 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from .imageio import IMAGE_EXTENSIONS, ImageReadError, levels_to_float, read_image_levels
 from .resize import imresize_float, imresize_uint8
 
-__all__ = ["PairedDataset", "HROnlyDataset", "SeededSampler", "make_loader", "list_images"]
+__all__ = ["PairedDataset", "HROnlyDataset", "list_images"]
 
 log = logging.getLogger(__name__)
 
@@ -243,75 +241,3 @@ class HROnlyDataset(_SRDataset):
             raise ImageReadError(self._paths[i], f"image {hr.shape[0]}x{hr.shape[1]} is smaller than the scale {s}")
         hr = np.ascontiguousarray(hr[:h, :w])
         return _make_lr(hr, s), hr
-
-
-class SeededSampler(Sampler):
-    """Yields ``(index, sample_seed)`` pairs, reproducible from ``(seed, epoch)``.
-
-    Each ``__iter__`` uses the current epoch and then advances it by one, so a plain loop over
-    epochs gets new crops every epoch. ``set_epoch(epoch, skip=n)`` selects an epoch explicitly and
-    skips its first ``n`` samples (to resume in the middle of an epoch).
-    """
-
-    def __init__(self, data_source_len: int, seed: int = 0, shuffle: bool = True):
-        self.n = int(data_source_len)
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.epoch = 0
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch = int(epoch)
-        self.skip = int(skip)
-
-    def _draw(self, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2 ** 63))
-        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        seeds = torch.randint(0, 2 ** 62, (self.n,), generator=g)
-        return order, seeds
-
-    def __iter__(self) -> Iterator[Tuple[int, int]]:
-        order, seeds = self._draw(self.epoch)
-        skip = self.skip
-        self.epoch += 1
-        self.skip = 0
-        for i, s in zip(order[skip:].tolist(), seeds[skip:].tolist()):
-            yield i, s
-
-    def __len__(self) -> int:
-        return self.n - self.skip
-
-
-def _worker_init(worker_id: int) -> None:
-    # Seed numpy and random from torch's per-worker seed (base_seed + worker_id).
-    import random
-
-    seed = torch.initial_seed() % (2 ** 32)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_loader(dataset: Dataset, batch_size: int, workers: int = 0, seed: int = 0, *,
-                shuffle: bool = True, drop_last: bool = True, pin_memory: bool = False,
-                persistent_workers: Optional[bool] = None, epoch: int = 0) -> DataLoader:
-    """A DataLoader with :class:`SeededSampler`, a seeded generator and seeded workers.
-
-    ``drop_last`` defaults to True (training); ``persistent_workers`` defaults to ``workers > 0``.
-    The sampler is ``loader.sampler``; call ``loader.sampler.set_epoch(e, skip=...)`` to resume.
-    """
-    sampler = SeededSampler(len(dataset), seed=seed, shuffle=shuffle)
-    sampler.set_epoch(epoch)
-    if persistent_workers is None:
-        persistent_workers = workers > 0
-    generator = torch.Generator().manual_seed(int(seed))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        drop_last=drop_last,
-        pin_memory=pin_memory,
-        persistent_workers=bool(persistent_workers) and workers > 0,
-        generator=generator,
-        worker_init_fn=_worker_init if workers > 0 else None,
-    )

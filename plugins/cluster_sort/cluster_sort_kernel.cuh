@@ -5,7 +5,7 @@
 //   inv[b, position]  = slot       (original position -> sorted slot)
 // where the order is a *stable* sort by clamp(id, 0, K - 1): ties keep their
 // position order, exactly like np.argsort(kind="stable") (see
-// export/sort_reference.py, the reference all implementations are tested
+// lcoan/opspec.py, the reference all implementations are tested
 // against). Ids outside [0, K) are clamped, never used as raw indices.
 //
 // This header is plain C/C++ (no TensorRT, no CUDA-C extensions) so that the

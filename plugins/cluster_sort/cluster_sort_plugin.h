@@ -5,7 +5,8 @@
 // Input  0: ids  int32 [B, N] (or [N]), linear
 // Output 0: perm int32, same shape: perm[b, slot] = position
 // Output 1: inv  int32, same shape: inv[b, position] = slot
-// Stable sort by clamp(id, 0, num_clusters - 1); see export/sort_reference.py.
+// Stable sort by clamp(id, 0, num_clusters - 1); see lcoan/opspec.py, the spec these constants
+// are tested against (tests/test_opspec.py).
 //
 // Written against the TensorRT 10.3 plugin API (JetPack 6) and newer; uses no
 // interface introduced after 10.3 (e.g. no IPluginV3OneBuildV2).

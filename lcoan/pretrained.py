@@ -1,0 +1,107 @@
+"""The weights table: every released set of weights, described once (as timm's ``default_cfgs``).
+
+Every CLI default and every ``--weights NAME`` reads this table; nothing derives a file name from
+a pattern. The files are package data (``lcoan/weights/``), so a plain ``pip install .`` ships
+them.
+
+    from lcoan.pretrained import get_pretrained
+    cfg = get_pretrained("edge_x2")      # cfg.path, cfg.set5_psnr, cfg.recipe ...
+
+An entry whose file is not in the package yet (weights still training) stays declared but is
+not *available*: it is left out of :func:`list_pretrained` and asking for it is a one-line error.
+Its scores are filled in from the evaluation of the file that lands, never before.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+
+__all__ = ["PretrainedCfg", "PRETRAINED", "WEIGHTS_DIR", "get_pretrained", "list_pretrained",
+           "default_pretrained", "resolve_weights"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Scores are `python -m lcoan.evaluate --sets Set5 Set14`: PSNR/SSIM on Y (BT.601), shave = scale,
+# SR quantised to 8 bits, the shared Set5/Set14 LR_bicubic files.
+_DATA_291 = "T91 + BSD200 HR, MATLAB-bicubic LR made on the fly"
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    name: str                       # what --weights takes
+    preset: str                     # lcoan.presets name the weights were trained as
+    scale: int
+    file: str                       # inside lcoan/weights/
+    train_data: str
+    recipe: str                     # training config, relative to the repository
+    set5_psnr: float | None = None  # dB, None until measured
+    set5_ssim: float | None = None
+    set14_psnr: float | None = None
+    set14_ssim: float | None = None
+    notes: str = ""
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.file
+
+    @property
+    def available(self) -> bool:
+        return self.path.is_file()
+
+
+PRETRAINED: dict[str, PretrainedCfg] = {cfg.name: cfg for cfg in (
+    PretrainedCfg("edge_x2", "edge", 2, "lcoan_edge_x2.safetensors", _DATA_291, "configs/edge_x2_291.yaml",
+                  set5_psnr=37.18, set5_ssim=0.9573, set14_psnr=32.81, set14_ssim=0.9102,
+                  notes="3,500 steps of batch 8 on one CPU thread (49 min)"),
+    # Being trained (runs/realtime_x2); unavailable until its file is copied into lcoan/weights/.
+    PretrainedCfg("realtime_x2", "realtime", 2, "lcoan_realtime_x2.safetensors", _DATA_291,
+                  "configs/realtime_x2_291.yaml"),
+)}
+
+# The weights each CLI loads when given none, per scale.
+DEFAULTS: dict[int, str] = {2: "edge_x2"}
+
+
+def list_pretrained(include_unavailable: bool = False) -> list[str]:
+    return [name for name, cfg in PRETRAINED.items() if include_unavailable or cfg.available]
+
+
+def get_pretrained(name: str) -> PretrainedCfg:
+    """The table entry ``name``; a :class:`CheckpointError` if unknown or not shipped."""
+    cfg = PRETRAINED.get(name)
+    if cfg is None:
+        raise CheckpointError(name, f"no such weights name or file; names: {', '.join(list_pretrained())}")
+    if not cfg.available:
+        raise CheckpointError(name, f"weights declared but not bundled ({cfg.path} is missing); "
+                                    f"train them with {cfg.recipe}")
+    return cfg
+
+
+def default_pretrained(scale: int = 2) -> PretrainedCfg:
+    if scale not in DEFAULTS:
+        raise CheckpointError(f"x{scale}", f"no bundled weights for x{scale}; pass --weights "
+                                           f"(bundled: {', '.join(list_pretrained())})")
+    return get_pretrained(DEFAULTS[scale])
+
+
+def resolve_weights(weights: str | os.PathLike | None, scale: int | None = None) -> Path:
+    """The file for ``--weights``: a table name, a path, or None for the default of ``scale`` (2).
+
+    An existing file wins over a table name of the same spelling, so a local file is never
+    shadowed by the table.
+    """
+    if weights is None or str(weights) == "":
+        return default_pretrained(scale or 2).path
+    path = Path(weights)
+    if path.exists():
+        return path
+    if str(weights) not in PRETRAINED:
+        if not path.suffix and len(path.parts) == 1:  # reads as a name, not a file
+            get_pretrained(str(weights))  # raises, listing the names
+        return path  # loading reports the missing file in one line naming it
+    cfg = get_pretrained(str(weights))
+    if scale is not None and cfg.scale != scale:
+        raise CheckpointError(cfg.name, f"weights are for x{cfg.scale}, not x{scale}")
+    return cfg.path
