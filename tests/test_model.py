@@ -11,7 +11,7 @@ from lcoan import CheckpointError, build_model, load_model
 from lcoan.checkpoint import save_checkpoint, to_official_state_dict
 from lcoan.model import attention as attention_mod
 from lcoan.model.lsp import ClusterCentroids
-from lcoan.model.pattern import gather_rows, sparse_pattern
+from lcoan.model.lsp import gather_rows, sparse_pattern
 from lcoan.model.sort import counting_sort, stable_sort
 
 
@@ -53,7 +53,7 @@ def test_sort_is_stable_and_inverse_round_trips(sort_fn):
 def brute_force_sparse_attention(q, values, ids, window):
     """Dense attention with an explicit who-sees-whom count matrix built from the sort.
 
-    Written from the prose semantics, independently of lcoan.model.pattern.
+    Written from the prose semantics, independently of lcoan.model.lsp.
     """
     length = q.shape[0]
     order = list(np.argsort(ids.numpy(), kind="stable"))
@@ -148,7 +148,7 @@ def test_later_groups_run_no_sort_and_no_kmeans(mode, expected, monkeypatch):
     assert calls == {"sort": expected, "kmeans": expected}
     if mode == "lcoa":
         later = [g.attention for g in model.groups[1:]]
-        assert all(type(a) is attention_mod.SharedAttention for a in later)
+        assert all(type(a) is attention_mod.CollaborativeAttention for a in later)
         assert not any(hasattr(a, "match_conv") or hasattr(a, "kmeans") for a in later)
 
 
