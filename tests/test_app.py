@@ -244,6 +244,7 @@ def test_video_resolution_change_is_scaled_to_the_first_size(tmp_path):
     assert (info["width"], info["height"], info["frames"]) == (32, 32, 4)
 
 
+@pytest.mark.slow
 def test_sigint_leaves_a_playable_file(tmp_path):
     src = tmp_path / "long.mp4"
     make_video(src, n=300, size=(32, 32), rate=25)

@@ -97,6 +97,7 @@ def test_plugin_graph_quantizes_and_runs_on_cpu(graphs):
     assert np.isfinite(a).all() and np.abs(a - b).max() < 0.05
 
 
+@pytest.mark.slow
 def test_evaluate_reports_psnr_loss_and_cluster_flips(graphs):
     from export.parity import benchmark_samples
     shared_path("data", "benchmark", "Set5")
@@ -109,6 +110,7 @@ def test_evaluate_reports_psnr_loss_and_cluster_flips(graphs):
     assert same.cluster_flip_fraction == 0.0 and same.psnr_loss_db == 0.0
 
 
+@pytest.mark.slow
 def test_sensitivity_reuses_calibration(graphs, tmp_path):
     from export.parity import benchmark_samples
     samples = benchmark_samples(2, sets=("Set5",), limit=1)
@@ -132,6 +134,7 @@ def test_quantize_rejects_bad_inputs(graphs, tmp_path):
         quantize(graphs["fp32"], tmp_path / "x.onnx", tiles=graphs["tiles"], method="mse")
 
 
+@pytest.mark.slow
 def test_cli_writes_graph_and_errors_in_one_line(graphs, set14_lr, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = tmp_path / "cli_int8.onnx"

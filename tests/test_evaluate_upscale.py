@@ -65,6 +65,7 @@ def test_evaluate_matches_metrics_by_hand(tiny_weights, small_set5):
     assert "| Bicubic | x2 |" in table and "| LCoAN | x2 |" in table
 
 
+@pytest.mark.slow
 def test_bicubic_row_set5_x2_plausible():
     root = shared_path("data", "benchmark")
     result = evaluate(None, root, ["Set5"], scale=2)

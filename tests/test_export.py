@@ -194,6 +194,7 @@ def test_plugin_graph_of_the_sort_alone_runs_the_reference():
 
 
 # --------------------------------------------------------------------------- fp16
+@pytest.mark.slow
 def test_fp16_drift_and_cluster_ids(tiny):
     p32 = build_onnx(tiny, sort="onnx")
     p16 = build_onnx(tiny, sort="onnx", dtype="fp16")
@@ -246,6 +247,7 @@ def weights(tmp_path_factory, tiny):
     return path
 
 
+@pytest.mark.slow
 def test_cli_exports_and_errors_are_one_line(weights, tmp_path):
     out = tmp_path / "m.onnx"
     proc = _cli("export.to_onnx", "--weights", str(weights), "--out", str(out), "--sort", "plugin", "--scale", "2")
@@ -271,6 +273,7 @@ def _assert_skipped_named(proc, *needles):
         assert needle in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_parity_rejects_bad_input(weights, tmp_path):
     onnx_path = export_onnx(build_model("tiny").eval(), tmp_path / "m.onnx")
     images = tmp_path / "images"

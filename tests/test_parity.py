@@ -100,6 +100,7 @@ def _parity(*args):
                           capture_output=True, text=True, timeout=150)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["onnx", "plugin"])
 def test_parity_cli_passes_and_writes_json(setup, form, tmp_path):
     out = tmp_path / "report.json"
@@ -114,6 +115,7 @@ def test_parity_cli_passes_and_writes_json(setup, form, tmp_path):
         assert r["max_abs"] <= 1e-3
 
 
+@pytest.mark.slow
 def test_parity_cli_fails_for_other_weights(setup, tmp_path):
     torch.manual_seed(123)
     other = tmp_path / "other.safetensors"
@@ -123,6 +125,7 @@ def test_parity_cli_fails_for_other_weights(setup, tmp_path):
     assert "FAIL" in proc.stdout
 
 
+@pytest.mark.slow
 def test_parity_cli_rejects_weights_of_another_scale(setup, tmp_path):
     w3 = tmp_path / "tiny_x3.safetensors"
     save_safetensors(build_model("tiny", scale=3), w3)
@@ -131,6 +134,7 @@ def test_parity_cli_rejects_weights_of_another_scale(setup, tmp_path):
     assert "x3" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_polygraphy_cli_parity(setup, tmp_path):
     if not POLYGRAPHY.exists():
         pytest.skip("polygraphy command not installed")

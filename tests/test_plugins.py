@@ -132,6 +132,7 @@ def test_default_arch_list() -> None:
                      "-gencode", "arch=compute_87,code=compute_87"]
 
 
+@pytest.mark.slow
 @needs_nvcc
 def test_nvcc_compiles_kernels_for_default_archs(tmp_path: Path) -> None:
     archs = pbuild.default_cuda_archs(NVCC)
@@ -147,6 +148,7 @@ def test_nvcc_compiles_kernels_for_default_archs(tmp_path: Path) -> None:
     print(f"nvcc -c for sm_{archs} took {elapsed:.1f}s")
 
 
+@pytest.mark.slow
 @needs_cmake
 def test_cmake_builds_kernels_and_harness() -> None:
     res = pbuild.build(harness_only=True)
@@ -158,6 +160,7 @@ def test_cmake_builds_kernels_and_harness() -> None:
         assert hasattr(lib, sym), sym
 
 
+@pytest.mark.slow
 @needs_cmake
 def test_workspace_size_is_pure_and_monotone() -> None:
     lib = loader.harness_library()
@@ -169,6 +172,7 @@ def test_workspace_size_is_pure_and_monotone() -> None:
     assert all(ws(b, n, k) % 256 == 0 for b, n, k in [(1, 1, 1), (3, 5000, 7), (2, 10**6, 1024)])
 
 
+@pytest.mark.slow
 def test_kernel_refuses_too_small_workspace_host_side() -> None:
     """lcoanClusterSort checks the workspace before touching any memory: host buffers stand in for
     device ones, one byte short is refused with cudaErrorInvalidValue and nothing is written."""
@@ -253,6 +257,7 @@ def _dynamic_symbols(lib: Path) -> set[str]:
     return syms
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", HEADER_SETS)
 def test_plugin_libraries_compile_and_export_only_entry_points(version: str) -> None:
     from export.trt import plugin_build_info
@@ -274,6 +279,7 @@ def test_plugin_libraries_compile_and_export_only_entry_points(version: str) -> 
     assert "libnvinfer" not in needed and "libtensorrt" not in needed and "libcudart" not in needed
 
 
+@pytest.mark.slow
 def test_plugin_sources_compile_without_warnings_and_headers_are_system() -> None:
     """-Wall -Wextra -Werror on our sources while TensorRT's own headers stay SYSTEM (10.3's carry
     deprecated declarations that would otherwise warn)."""
@@ -283,6 +289,7 @@ def test_plugin_sources_compile_without_warnings_and_headers_are_system() -> Non
     assert "-isystem" in flags and "tensorrt-headers/10.3/include" in flags.split("-isystem", 1)[1], flags
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", HEADER_SETS)
 def test_plugin_host_lifecycle_and_workspace(version: str) -> None:
     """Host-side, no GPU and no TensorRT library: dlopen + getCreators, bad num_clusters refused with a
@@ -350,6 +357,7 @@ def _run_py(code: str, env: dict, timeout: int = 300) -> subprocess.CompletedPro
     return proc
 
 
+@pytest.mark.slow
 def test_rtx_builds_bundled_plugin_graph_with_the_plugin(tmp_path: Path, monkeypatch) -> None:
     trt_mod, trt = _rtx()
     lib = built_plugins("11.1").plugin
@@ -386,6 +394,7 @@ def test_rtx_builds_bundled_plugin_graph_with_the_plugin(tmp_path: Path, monkeyp
     assert struct.pack("<q", _workspace_bytes(1, 64 * 80, k)) in data[at:at + 120]
 
 
+@pytest.mark.slow
 def test_rtx_creator_rejects_bad_num_clusters(tmp_path: Path, monkeypatch) -> None:
     """Each bad attribute is a parser error with the creator's message; the process does not abort."""
     trt_mod, trt = _rtx()
@@ -435,6 +444,7 @@ def test_rtx_creator_rejects_bad_num_clusters(tmp_path: Path, monkeypatch) -> No
     assert out["ok"]["parsed"] and out["ok"]["layers"] == ["LayerType.PLUGIN_V3"], out["ok"]
 
 
+@pytest.mark.slow
 def test_rtx_cli_end_to_end_restarts_with_the_library_link(tmp_path: Path) -> None:
     """`python -m export.to_trt --fp16 --sort plugin --plugins LIB` with nothing prepared: the CLI
     makes the libtensorrt_rtx.so link in its cache, restarts itself once with it on LD_LIBRARY_PATH,
@@ -454,6 +464,7 @@ def test_rtx_cli_end_to_end_restarts_with_the_library_link(tmp_path: Path) -> No
     assert b"LCoAClusterSort" in out.read_bytes()
 
 
+@pytest.mark.slow
 def test_rtx_library_call_without_link_is_one_line_not_an_abort(tmp_path: Path) -> None:
     """A library caller cannot be restarted: it gets one line saying exactly what to run."""
     _rtx()
@@ -473,6 +484,7 @@ def test_rtx_library_call_without_link_is_one_line_not_an_abort(tmp_path: Path) 
     assert os.readlink(folder / "libtensorrt_rtx.so").endswith("libtensorrt_rtx.so.1")
 
 
+@pytest.mark.slow
 def test_rtx_static_library_registers_itself_when_loaded(tmp_path: Path) -> None:
     _rtx()
     static = built_plugins("11.1").plugin_static
@@ -490,6 +502,7 @@ def test_rtx_static_library_registers_itself_when_loaded(tmp_path: Path) -> None
     assert proc.stdout.split() == ["True", "True", "lcoan"], proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
 def test_loader_refuses_library_built_for_another_major(tmp_path: Path, static: bool) -> None:
     """A 10.3 build offered to TensorRT-RTX (TensorRT 11 plugin ABI; the static one segfaults there) is

@@ -145,6 +145,7 @@ def test_non_finite_output_is_an_error_for_that_image(tmp_path):
 
 
 # --------------------------------------------------------------------------- point 7: huge images
+@pytest.mark.slow
 def test_huge_image_is_refused_fast_with_a_tile_hint_and_tiles_show_progress(tmp_path):
     from PIL import Image
     save_safetensors(build_model("tiny"), tmp_path / "tiny.safetensors")
@@ -235,6 +236,7 @@ def _image_folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_calib_skips_and_names_unreadable_images_then_exits_non_zero(tiny_onnx, tmp_path):
     onnx_path, _ = tiny_onnx
     folder = _image_folder(tmp_path)
@@ -249,6 +251,7 @@ def test_calib_skips_and_names_unreadable_images_then_exits_non_zero(tiny_onnx, 
     assert onnx_path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_parity_skips_and_names_unreadable_images_then_exits_non_zero(tiny_onnx, tmp_path):
     onnx_path, weights = tiny_onnx
     folder = _image_folder(tmp_path)

@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from conftest import REPO
+
+# Every test here builds a model repository or starts a real Triton server.
+pytestmark = pytest.mark.slow
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="serving extra not installed: pip install -e '.[serve]'")
 httpclient = pytest.importorskip("tritonclient.http", reason="serving extra not installed: pip install -e '.[serve]'")

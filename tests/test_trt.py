@@ -89,6 +89,7 @@ def test_tiny_engine_builds_and_serializes(graphs, precision):
 
 @pytest.mark.parametrize("preset, precision", [("edge", "fp32"), ("edge", "fp16"), ("edge", "int8"),
                                                ("realtime", "fp16"), ("realtime", "int8")])
+@pytest.mark.slow
 def test_edge_engines_build(tmp_path, preset, precision):
     """The bundled edge weights in every precision; the realtime preset (random weights: the
     graph, not the values, decides what TensorRT accepts) in the app's precisions."""
@@ -244,6 +245,7 @@ def test_plugin_graph_without_library_is_a_clear_error(tiny, tmp_path):
                      log=lambda _m: None)
 
 
+@pytest.mark.slow
 def test_cli_builds_from_weights_then_reuses(tiny_weights, tmp_path):
     args = ["--weights", str(tiny_weights), "--fp16", "--min", PROFILE[0], "--opt", PROFILE[1], "--max", PROFILE[2],
             "--out", str(tmp_path / "cli.engine"), "--opt-level", "0"]
