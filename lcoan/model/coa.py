@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import torch
 from torch import Tensor, nn
 
 
@@ -40,4 +41,4 @@ class CollaborativeAttention(nn.Module):
 
     def forward(self, x: Tensor, pattern: Pattern | None) -> tuple[Tensor, Pattern | None]:
         mixed = pattern.apply(_rows(self.assembly_conv(x)))
-        return x + self.res_scale * _image(mixed, x), pattern
+        return torch.add(x, _image(mixed, x), alpha=self.res_scale), pattern  # one pass, no temporary
