@@ -127,6 +127,7 @@ def test_pipeline_error_mid_stream_keeps_frames_read_and_exits_1(tmp_path, capsy
     assert not list(tmp_path.glob(".*.part"))
 
 
+@pytest.mark.slow
 def test_sigint_ends_a_live_source_cleanly(tmp_path):
     out, js = tmp_path / "live.mp4", tmp_path / "s.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -271,6 +272,7 @@ def test_udp_stream_out_is_received_on_loopback(tmp_path):
     assert len(got) >= 27 and set(got) == {(128, 96)}  # UDP: a lost packet may cost a frame
 
 
+@pytest.mark.slow
 def test_rtsp_source_from_a_loopback_server(tmp_path):
     try:
         import gi

@@ -72,6 +72,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
 
 
+@pytest.mark.slow
 def test_failed_video_run_keeps_the_earlier_output_and_leaves_no_partial_file(tmp_path):
     """A real failure mid-encode: the output grows past RLIMIT_FSIZE (a full disk)."""
     src = tmp_path / "in.mp4"

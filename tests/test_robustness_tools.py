@@ -87,6 +87,7 @@ def test_tools_refuse_nan_weights_in_one_line(nan_weights, tmp_path, module, ext
     assert not (tmp_path / "out").exists() and not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_export_refuses_a_non_finite_model_and_calib_a_non_finite_graph(tmp_path):
     from calib.quantize import CalibrationError, quantize
     from export.errors import ExportError
@@ -172,6 +173,7 @@ def test_huge_image_is_refused_fast_with_a_tile_hint_and_tiles_show_progress(tmp
 
 
 # --------------------------------------------------------------------------- point 1: own input
+@pytest.mark.slow
 def test_upscale_refuses_its_own_input_through_links(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -158,6 +158,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_naming_the_file(tmp_path):
     """RLIMIT_FSIZE below a checkpoint's size: the write fails as on a full disk."""
     out = tmp_path / "run"

@@ -26,7 +26,7 @@ def conv_sr(scale: int, seed: int = 0) -> nn.Module:
     (3, (2, 3, 24, 24), 8, 5),    # divisible sizes, batch of 2
     (4, (1, 3, 17, 40), 16, 4),   # tile larger than the height only
     (2, (1, 3, 20, 20), 64, 4),   # tile larger than the image
-    (2, (1, 3, 9, 11), 1, 3),     # 1-px cores
+    pytest.param(2, (1, 3, 9, 11), 1, 3, marks=pytest.mark.slow),  # 1-px cores: 99 tiles
 ])
 def test_tiled_equals_whole_for_conv_model(scale, shape, tile, overlap):
     net = conv_sr(scale)

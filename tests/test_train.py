@@ -64,6 +64,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_single_process(tmp_path):
     single = train(tiny_config(tmp_path, "single", steps=4, ckpt_every=4))
     cfg = tiny_config(tmp_path, "ddp", steps=4, ckpt_every=4)
@@ -128,6 +129,7 @@ def test_x4_initialised_from_x2_except_upsampler(tmp_path):
     assert x4.state_dict()["upsampler.2.weight"].shape == (64, 16, 3, 3)
 
 
+@pytest.mark.slow
 def test_short_tiny_run_lowers_loss_and_beats_bicubic(tmp_path):
     """Real images: train on T91 crops, test on a held-back Set5 image."""
     from lcoan.data import PairedDataset
