@@ -133,3 +133,6 @@ if __name__ == "__main__":
     except (CalibrationError, FileNotFoundError, ExportError, CheckpointError, OutputError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; --out is written atomically or not at all
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(130)

@@ -135,7 +135,9 @@ def _calibrate(fp32: Path, out: Path, calib_dir: str, method: str, num: int, til
     """Q/DQ graph of ``fp32`` (``python -m calib``), reused when source and images are unchanged."""
     # The one upward import: `--int8 --calib DIR` is a CLI convenience that composes the two
     # stages. Library callers pass a Q/DQ graph from `python -m calib` as --onnx instead.
-    from calib import quantize as quant
+    import importlib
+    # not `from calib import quantize`: calib/__init__ re-exports the function of that name
+    quant = importlib.import_module("calib.quantize")
     stamp = {"source_sha256": cache.sha256_file(fp32),
              "images": quant.images_digest(calib_dir, num, tile, None), "method": method}
     stamp_path = sibling(out, ".calib.json")
