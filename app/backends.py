@@ -13,7 +13,7 @@
                  node) runs on the CPU through ``export.ort_ops``. Given weights instead of a
                  graph, the graph is exported to a temporary file first.
 ``tensorrt``     a serialized engine (``python -m export.to_trt``) through
-                 ``export.runtime.Engine`` (imported lazily); the engine's optimisation profile
+                 ``engine.runtime.Engine`` (imported lazily); the engine's optimisation profile
                  gives ``max_hw``/``max_batch`` and the pipeline tiles/splits frames to fit.
 ``bicubic``      plain bicubic upscaling (no model): soak tests and pipeline checks.
 
@@ -198,7 +198,7 @@ def _trt_installed() -> bool:
 
 
 class TensorRTBackend(Backend):
-    """A serialized engine run through :class:`export.runtime.Engine` (imported lazily).
+    """A serialized engine run through :class:`engine.runtime.Engine` (imported lazily).
 
     The engine's optimisation profile sets ``max_batch`` and ``max_hw`` (the pipeline splits
     batches and tiles frames to fit) and a minimum size (smaller frames are edge-padded and the
@@ -209,7 +209,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: str, plugins: Optional[str] = None, device: Optional[str] = None):
         try:
-            from export import cache, runtime
+            from engine import cache, runtime
         except ImportError as exc:
             raise BackendUnavailable(f"the tensorrt backend {TRT_NEEDS} ({_first_line(exc)})") from None
         side = cache.read_sidecar(path) or {}

@@ -92,13 +92,13 @@ def _trt_factory(precision: str, onnx_paths: dict, args, workdir: Path):
     from app.backends import TensorRTBackend
     engine = Path(args.engines or workdir) / f"edge_x2_{precision}.engine"
     try:
-        from export.runtime import require_runtime
+        from engine.runtime import require_runtime
         require_runtime()
     except Exception as exc:  # no TensorRT or no GPU: one line
         return f"unavailable: {str(exc).splitlines()[0][:120]}"
     if not engine.exists():
         try:
-            from export.to_trt import build_engine, make_profile
+            from engine.build import build_engine, make_profile
             w, h = max(SIZES[s][0] for s in args.sizes), max(SIZES[s][1] for s in args.sizes)
             profile = make_profile((1, 3, 16, 16), (1, 3, 360, 640), (1, 3, h, w))
             build_engine(onnx_paths[precision], engine, precision=precision, profile=profile, log=lambda m: None)

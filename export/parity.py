@@ -344,17 +344,6 @@ def polygraphy_command(onnx_path: str | Path, inputs: Path, outputs: Path, preci
 
 
 # --------------------------------------------------------------------------- CLI
-def graph_precision(proto) -> str:
-    from .precision import is_fp16
-    # The graph itself decides first: an FP16 graph converted from an FP32 export keeps that
-    # export's metadata (dtype fp32), and the FP32 tolerance would fail it wrongly.
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
-        return "int8"
-    if is_fp16(proto):
-        return "fp16"
-    return read_metadata(proto).dtype or "fp32"
-
-
 def main(argv: list[str] | None = None) -> int:
     from lcoan.cli import ArgumentParser
     parser = ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n\n")[0])
@@ -390,7 +379,7 @@ def _main(args) -> int:
     if args.polygraphy_dir:
         refuse_overwrite(args.polygraphy_dir, inputs, what="--polygraphy-dir")
     if args.engine:
-        from .runtime import parity_engine_main
+        from engine.runtime import parity_engine_main
         return parity_engine_main(args.engine, args.onnx, args.images, args.plugins, args.limit, args.json)
 
     onnx_path = Path(args.onnx)
@@ -422,6 +411,7 @@ def _main(args) -> int:
         print(f"skipped: {line}", file=sys.stderr)
     if not samples:
         raise ExportError(f"{args.images}: none of the images could be read")
+    from .precision import graph_precision
     precision = graph_precision(proto)
     outputs: dict = {}
     report = compare(torch_runner(model), ort_runner(proto, threads=args.threads), samples,

@@ -54,3 +54,15 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def is_fp16(proto: onnx.ModelProto) -> bool:
     return any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+
+
+def graph_precision(proto: onnx.ModelProto) -> str:
+    """``int8`` (Q/DQ nodes), ``fp16`` (FP16 weights) or the metadata's dtype, else ``fp32``."""
+    # The graph itself decides first: an FP16 graph converted from an FP32 export keeps that
+    # export's metadata (dtype fp32), and the FP32 tolerance would fail it wrongly.
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        return "int8"
+    if is_fp16(proto):
+        return "fp16"
+    from lcoan.graph_io import read_metadata
+    return read_metadata(proto).dtype or "fp32"

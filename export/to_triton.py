@@ -1,82 +1,9 @@
-"""Write a Triton Inference Server model repository: TensorRT plan + production config, ONNX Runtime
-CPU config (Python backend), plugin library for --sort plugin engines, README with the commands.
-
-    python -m export.to_triton --out DIR [--weights W | --onnx F] [--fp32 | --fp16 | --int8 --calib DIR]
-                               [--max-batch 8] [--min-hw 16x16 --opt-hw 96x96 --max-hw 256x256]
-                               [--instances 1] [--cpu-instances 1] [--cpu-threads 0] [--queue-delay-us 2000]
-                               [--sort onnx|plugin --plugins liblcoan_plugins.so [--serve-plugins F]] [--force]
-
-A thin command over :func:`serve.triton.write_repository` (see there for the layout).
+"""``python -m export.to_triton``: the command users know for writing a Triton model repository. The
+code lives in ``pipeline.to_triton`` (it builds an engine and uses ``serve``); this module only
+keeps the command's name. See ``python -m export.to_triton --help``.
 """
-from __future__ import annotations
-
-import argparse
-import sys
-
-from .errors import ExportError, run_cli
-from .to_trt import PRECISIONS
-
-
-def main(argv: list[str] | None = None) -> int:
-    # Orchestration, like `--int8 --calib`: the repository writer lives in `serve` (it sits above
-    # export), imported here only so that the command stays next to `python -m export.to_trt`.
-    from serve import triton
-
-    p = argparse.ArgumentParser(prog="python -m export.to_triton", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="model repository folder to write")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", help="weights file (default: the bundled weights)")
-    src.add_argument("--onnx", help="FP32 counting-sort ONNX graph (the CPU config serves it too)")
-    prec = p.add_mutually_exclusive_group()
-    for name in PRECISIONS:
-        prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name)
-    p.add_argument("--calib", help="folder of LR calibration images for --int8")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=None)
-    p.add_argument("--max-batch", type=int, default=triton.DEFAULT_MAX_BATCH,
-                   help="max_batch_size and the engine profile's max batch (default %(default)s)")
-    p.add_argument("--min-hw", default="x".join(map(str, triton.DEFAULT_MIN_HW)), help="smallest LR tile HxW")
-    p.add_argument("--opt-hw", default="x".join(map(str, triton.DEFAULT_OPT_HW)),
-                   help="LR tile HxW the engine is tuned for (the clients' tile size)")
-    p.add_argument("--max-hw", default="x".join(map(str, triton.DEFAULT_MAX_HW)), help="largest LR tile HxW")
-    p.add_argument("--instances", type=int, default=1, help="GPU model instances (production config)")
-    p.add_argument("--cpu-instances", type=int, default=1, help="model instances of the CPU config")
-    p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime threads per CPU instance (0: all)")
-    p.add_argument("--queue-delay-us", type=int, default=triton.DEFAULT_QUEUE_DELAY_US,
-                   help="dynamic batcher's max queue delay")
-    p.add_argument("--sort", choices=("onnx", "plugin"), default="onnx")
-    p.add_argument("--plugins", help="plugin library the builder loads (liblcoan_plugins_trt<major>.so) for "
-                   "--sort plugin")
-    p.add_argument("--serve-plugins", help=f"self-registering library copied for Triton (default: "
-                   f"{triton.STATIC_PLUGIN_LIB} beside --plugins)")
-    p.add_argument("--opt-level", type=int, default=None, help="builder optimization level (0-5)")
-    p.add_argument("--work", help="keep the graphs the engine is built from here (default: a temporary folder)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
-    args = p.parse_args(argv)
-
-    precision = args.precision or "fp16"
-    if args.calib and precision != "int8":
-        raise ExportError("--calib is for --int8 builds")
-    if args.plugins:
-        from .to_trt import check_plugin_library
-        from .trt import import_trt, reexec_for_rtx_plugins
-        check_plugin_library(import_trt(), args.plugins)  # before any work, and before a restart
-        if argv is None:  # a command line, not a library call: safe to restart
-            reexec_for_rtx_plugins()
-    repo = triton.write_repository(
-        args.out, weights=args.weights, onnx=args.onnx, scale=args.scale, precision=precision, sort=args.sort,
-        plugins=args.plugins, serve_plugins=args.serve_plugins, max_batch=args.max_batch, min_hw=args.min_hw,
-        opt_hw=args.opt_hw, max_hw=args.max_hw, instances=args.instances, cpu_instances=args.cpu_instances,
-        cpu_threads=args.cpu_threads, queue_delay_us=args.queue_delay_us, calib=args.calib,
-        opt_level=args.opt_level, work=args.work, force=args.force)
-    print(f"wrote {repo.root}: {repo.plan.relative_to(repo.root)} ({repo.precision}, {repo.trt_label}, "
-          f"max batch {repo.max_batch}), {repo.production_config.relative_to(repo.root)}, "
-          f"{repo.cpu_config.relative_to(repo.root)}"
-          + (f", {repo.plugin.relative_to(repo.root)}" if repo.plugin else ""))
-    if repo.trt_label.startswith("tensorrt_rtx"):
-        print("note: the plan was built by TensorRT-RTX; Triton's TensorRT backend needs a plan built by the "
-              "container's TensorRT (see README.md in the repository)", file=sys.stderr)
-    return 0
-
+from pipeline.to_triton import main
 
 if __name__ == "__main__":
+    from export.errors import run_cli
     run_cli(main)

@@ -5,7 +5,7 @@
 Builds into ``plugins/build/`` (harness only) or ``plugins/build/trt<major>/`` (with the TensorRT
 headers; git-ignored) and prints the produced libraries. The plugin libraries carry the TensorRT
 major of the headers in their names, ``liblcoan_plugins_trt10.so`` / ``liblcoan_plugins_static_trt10.so``,
-and the full header version inside the file (read by :func:`export.trt.plugin_build_info`): a plugin
+and the full header version inside the file (read by :func:`engine.trt.plugin_build_info`): a plugin
 binary serves one TensorRT major. ``build()`` is the programmatic entry point used by
 :mod:`plugins.loader` and the tests.
 """

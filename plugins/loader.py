@@ -5,7 +5,7 @@
 * :func:`cuda_devices` / :func:`cuda_device_count` - the CUDA devices (name, compute capability), without
   building anything (driver API via ctypes; ``make gpu-check`` uses it too).
 * :func:`plugin_library_path` - where ``python -m plugins.build`` puts the TensorRT plugin libraries.
-  Registering one with TensorRT is the engine's job (``export.to_trt.load_plugins``), in one place.
+  Registering one with TensorRT is the engine's job (``engine.build.load_plugins``), in one place.
 
 Data flows lcoan -> export -> plugins: this package may import ``export``; ``export`` never imports it.
 """
@@ -173,7 +173,7 @@ def plugin_library_path(static: bool = False, build_dir: str | os.PathLike | Non
     if env:
         return Path(env)
     if major is None:
-        from export.trt import plugin_abi_major
+        from engine.trt import plugin_abi_major
         major = plugin_abi_major()
     bdir = Path(build_dir) if build_dir else _build.DEFAULT_BUILD_DIR / f"trt{major}"
     return bdir / _build.plugin_lib_name(major, static)

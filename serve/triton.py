@@ -13,7 +13,7 @@ writes (atomically: a staging folder renamed into place)::
                                    dynamic batching of equal-size tiles
         configs/cpu.pbtxt          CPU: Python backend running 1/model.onnx through ONNX Runtime
                                    (selected with --model-config-name=cpu)
-        1/model.plan               the engine (export.to_trt), 1/model.plan.json its sidecar
+        1/model.plan               the engine (python -m export.to_trt), 1/model.plan.json its sidecar
         1/model.onnx, 1/model.py   the FP32 graph (counting sort) and the Python-backend model
         plugins/liblcoan_plugins_static_trt<major>.so   --sort plugin engines only
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from export.errors import ExportError
-from export.to_trt import INPUT_NAME, OUTPUT_NAME
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME
 
 MODEL_NAME = "lcoan"
 DEFAULT_MAX_BATCH = 8
@@ -174,8 +174,8 @@ def network_io(onnx_path: str | Path, plugins: str | None = None) -> dict[str, l
 
     Used where the engine itself cannot be deserialised (no GPU: TensorRT-RTX builds engines on a
     CPU but needs a supported GPU to load them)."""
-    from export.to_trt import load_plugins, make_logger, parse_network, plugin_registered
-    from export.trt import import_trt
+    from engine.build import load_plugins, make_logger, parse_network, plugin_registered
+    from engine.trt import import_trt
     trt = import_trt()
     if plugins and not plugin_registered(trt):  # a second load_library of the same file fails
         load_plugins(trt, plugins)
@@ -190,11 +190,11 @@ def network_io(onnx_path: str | Path, plugins: str | None = None) -> dict[str, l
 
 def plan_io(plan: str | Path, plugins: str | None = None) -> dict | None:
     """I/O and profile of a serialized engine, or ``None`` where it cannot be loaded (no GPU)."""
-    from export.to_trt import load_plugins
-    from export.trt import device_info, import_trt
+    from engine.build import load_plugins
+    from engine.trt import device_info, import_trt
     if not device_info().has_gpu:
         return None
-    from export.to_trt import plugin_registered
+    from engine.build import plugin_registered
     trt = import_trt()
     if plugins and not plugin_registered(trt):
         load_plugins(trt, plugins)
@@ -265,7 +265,7 @@ def plugin_registration(path: str | Path) -> str:
             has_init = elf.get_section_by_name(".init_array") is not None
     except (OSError, ELFError) as exc:
         raise ExportError(f"plugin library {path}: not a readable ELF shared library ({exc})") from None
-    from export.trt import plugin_build_info
+    from engine.trt import plugin_build_info
     recorded = plugin_build_info(path)   # the line plugins.build embeds, when it built the library
     if "getCreators" in defined or (recorded is not None and recorded.registration != "static"):
         return "dynamic"
@@ -305,7 +305,7 @@ def _hw(value, what: str) -> tuple[int, int]:
 
 def serving_profile(max_batch: int, min_hw, opt_hw, max_hw):
     """min 1 x min_hw, opt and max at ``max_batch``: the batch range Triton's config must match."""
-    from export.to_trt import make_profile
+    from engine.build import make_profile
     if max_batch < 1:
         raise ExportError(f"max batch must be >= 1, got {max_batch}")
     (h0, w0), (h1, w1), (h2, w2) = _hw(min_hw, "--min-hw"), _hw(opt_hw, "--opt-hw"), _hw(max_hw, "--max-hw")
@@ -336,10 +336,11 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
     beside ``plugins``)."""
     import onnx as onnx_lib
 
-    from export import cache
+    from engine import cache
+    from engine.build import build_engine, has_plugin_nodes
+    from engine.trt import trt_info
     from export.to_onnx import export_onnx, load_weights
-    from export.to_trt import build_engine, has_plugin_nodes, prepare_graph
-    from export.trt import trt_info
+    from pipeline.to_trt import prepare_graph
 
     out = Path(out)
     if out.exists() and not force:
@@ -465,7 +466,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
 
 def _graph_dtype(path: str | Path) -> str:
     import onnx
-    from export.to_trt import graph_precision
+    from export.precision import graph_precision
     return graph_precision(onnx.load(str(path), load_external_data=False))
 
 

@@ -260,7 +260,7 @@ def _dynamic_symbols(lib: Path) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("version", HEADER_SETS)
 def test_plugin_libraries_compile_and_export_only_entry_points(version: str) -> None:
-    from export.trt import plugin_build_info
+    from engine.trt import plugin_build_info
 
     res = built_plugins(version)
     major = int(version.split(".")[0])
@@ -326,7 +326,7 @@ RTX_PROFILE = ("1x3x16x16", "1x3x32x32", "1x3x64x80")  # max 64*80 = 5120 positi
 
 
 def _rtx():
-    from export import trt as trt_mod
+    from engine import trt as trt_mod
 
     try:
         trt = trt_mod.import_trt()
@@ -366,7 +366,7 @@ def test_rtx_builds_bundled_plugin_graph_with_the_plugin(tmp_path: Path, monkeyp
     code = f"""
         import json, onnx
         from export.to_onnx import export_onnx, load_weights
-        from export.to_trt import build_engine, make_profile
+        from engine.build import build_engine, make_profile
         graph = export_onnx(load_weights(None, None), {str(tmp_path / 'edge_plugin.onnx')!r}, sort="plugin")
         nodes = [n for n in onnx.load(str(graph)).graph.node if n.op_type == "LCoAClusterSort"]
         k = [a.i for a in nodes[0].attribute if a.name == "num_clusters"][0]
@@ -405,8 +405,8 @@ def test_rtx_creator_rejects_bad_num_clusters(tmp_path: Path, monkeypatch) -> No
         import json
         import onnx
         from onnx import TensorProto, helper
-        from export.to_trt import load_plugins, make_logger
-        from export.trt import import_trt
+        from engine.build import load_plugins, make_logger
+        from engine.trt import import_trt
         trt = import_trt()
         load_plugins(trt, {str(lib)!r})
         cases = {{"zero": {{"num_clusters": 0}}, "above_max": {{"num_clusters": 1025}}, "missing": {{}},
@@ -471,8 +471,8 @@ def test_rtx_library_call_without_link_is_one_line_not_an_abort(tmp_path: Path) 
     lib = built_plugins("11.1").plugin
     code = f"""
         from export.errors import run_cli
-        from export.to_trt import load_plugins
-        from export.trt import import_trt
+        from engine.build import load_plugins
+        from engine.trt import import_trt
         run_cli(lambda _a: load_plugins(import_trt(), {str(lib)!r}))
     """
     proc = _run_py(code, _env(tmp_path / "cache"))
@@ -513,8 +513,8 @@ def test_loader_refuses_library_built_for_another_major(tmp_path: Path, static: 
     code = f"""
         import sys
         from export.errors import run_cli
-        from export.to_trt import load_plugins
-        from export.trt import import_trt
+        from engine.build import load_plugins
+        from engine.trt import import_trt
         trt = import_trt()
         run_cli(lambda _a: load_plugins(trt, {str(lib)!r}))
     """

@@ -275,11 +275,11 @@ def test_parity_skips_and_names_unreadable_images_then_exits_non_zero(tiny_onnx,
 def test_engine_checks_run_before_the_gpu_check(tmp_path):
     """A truncated engine and a broken sidecar are diagnosed here, on a machine without a GPU."""
     pytest.importorskip("tensorrt_rtx") if not _has_trt() else None
-    from export import cache
+    from engine import cache
     from export.errors import ExportError
-    from export.runtime import Engine, RuntimeUnavailable
+    from engine.runtime import Engine, RuntimeUnavailable
     from export.to_onnx import export_onnx
-    from export.to_trt import build_engine, make_profile
+    from engine.build import build_engine, make_profile
     onnx_path = export_onnx(build_model("tiny"), tmp_path / "tiny.onnx")
     engine = build_engine(onnx_path, tmp_path / "tiny.engine", precision="fp32", opt_level=0, log=lambda _m: None,
                           profile=make_profile("1x3x16x16", "1x3x16x16", "1x3x32x32")).engine

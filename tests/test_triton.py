@@ -30,7 +30,7 @@ pytest.importorskip("elftools", reason="serving extra not installed: pip install
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from export import cache as cache_lib  # noqa: E402
+from engine import cache as cache_lib  # noqa: E402
 from export.errors import ExportError  # noqa: E402
 from serve import server as serve_server  # noqa: E402
 from serve import triton  # noqa: E402
@@ -41,7 +41,7 @@ try:
 except serve_server.ServeError as exc:  # the serving venv could not be installed here
     SERVING_ENV, NO_SERVER = None, f"no Triton server: {exc}"
 
-trt_mod = pytest.importorskip("export.trt")
+trt_mod = pytest.importorskip("engine.trt")
 try:
     TRT = trt_mod.import_trt()
 except trt_mod.TrtNotInstalled as exc:  # pragma: no cover - CI installs tensorrt-rtx-cu13
@@ -190,7 +190,7 @@ def test_plugin_registration_is_read_from_the_elf_symbols(tmp_path):
 
 
 def test_plugin_engine_repository_copies_the_static_library(tmp_path):
-    from export.trt import plugin_abi_major
+    from engine.trt import plugin_abi_major
     from plugins import build as pbuild
     from plugins import loader
     # plugins.build's default folder, else the one tests/test_plugins.py builds into (vendored headers)

@@ -14,19 +14,19 @@ import pytest
 import torch
 
 import lcoan
-from export import cache as cache_lib
+from engine import cache as cache_lib
 from export import export_onnx
 from export.errors import ExportError
 from conftest import REPO, shared_path
 
-trt_mod = pytest.importorskip("export.trt")
+trt_mod = pytest.importorskip("engine.trt")
 try:
     trt_mod.import_trt()
 except trt_mod.TrtNotInstalled as exc:  # pragma: no cover - CI installs tensorrt-rtx-cu13
     pytest.skip(f"no TensorRT: {exc}", allow_module_level=True)
 
-from export import to_trt  # noqa: E402
-from export.to_trt import build_engine, make_profile  # noqa: E402
+from engine import build as engine_build  # noqa: E402
+from engine.build import build_engine, make_profile  # noqa: E402
 
 PROFILE = ("1x3x16x16", "1x3x32x32", "1x3x64x80")  # max 64*80 = 5120 positions > TopK's 3840
 PYTHON = sys.executable
@@ -110,7 +110,7 @@ def test_edge_engines_build(tmp_path, preset, precision):
 
 
 def test_inspect_network_counts(graphs):
-    info = {p: to_trt.inspect_onnx(graphs[p]) for p in ("fp32", "fp16", "int8")}
+    info = {p: engine_build.inspect_onnx(graphs[p]) for p in ("fp32", "fp16", "int8")}
     for p, net in info.items():
         assert (net.inputs, net.outputs) == (["lr"], ["sr"]), p
     assert info["int8"].layers > info["fp32"].layers  # Q/DQ layers on top
@@ -127,24 +127,24 @@ def test_cache_reuses_when_nothing_changes(graphs):
 
 
 def test_cache_key_changes_with_every_keyed_input(graphs, monkeypatch, tmp_path):
-    base = to_trt.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0})
+    base = engine_build.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0})
     variants = {
-        "onnx": to_trt.engine_key(graphs["fp16"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0}),
-        "precision": to_trt.engine_key(graphs["fp32"], "fp16", make_profile(*PROFILE), None, {"opt_level": 0}),
-        "profile": to_trt.engine_key(graphs["fp32"], "fp32", make_profile("1x3x16x16", "1x3x32x32", "1x3x64x96"),
+        "onnx": engine_build.engine_key(graphs["fp16"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0}),
+        "precision": engine_build.engine_key(graphs["fp32"], "fp16", make_profile(*PROFILE), None, {"opt_level": 0}),
+        "profile": engine_build.engine_key(graphs["fp32"], "fp32", make_profile("1x3x16x16", "1x3x32x32", "1x3x64x96"),
                                      None, {"opt_level": 0}),
-        "builder": to_trt.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 3}),
+        "builder": engine_build.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 3}),
     }
     plugin = tmp_path / "libfake.so"
     plugin.write_bytes(b"not really a library")
-    variants["plugins"] = to_trt.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), str(plugin),
+    variants["plugins"] = engine_build.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), str(plugin),
                                             {"opt_level": 0})
-    real_info = to_trt.trt_info()
-    monkeypatch.setattr(to_trt, "trt_info", lambda *a: type(real_info)(**{**real_info.to_dict(), "version": "10.3.0"}))
-    variants["trt version"] = to_trt.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0})
-    monkeypatch.setattr(to_trt, "trt_info", lambda *a: real_info)
-    monkeypatch.setattr(to_trt, "device_info", lambda *a: trt_mod.DeviceInfo("Orin", "8.7"))
-    variants["device"] = to_trt.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0})
+    real_info = engine_build.trt_info()
+    monkeypatch.setattr(engine_build, "trt_info", lambda *a: type(real_info)(**{**real_info.to_dict(), "version": "10.3.0"}))
+    variants["trt version"] = engine_build.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0})
+    monkeypatch.setattr(engine_build, "trt_info", lambda *a: real_info)
+    monkeypatch.setattr(engine_build, "device_info", lambda *a: trt_mod.DeviceInfo("Orin", "8.7"))
+    variants["device"] = engine_build.engine_key(graphs["fp32"], "fp32", make_profile(*PROFILE), None, {"opt_level": 0})
     for name, key in variants.items():
         assert key.digest() != base.digest(), name
     assert variants["device"].device == "Orin (sm 8.7)"
@@ -208,7 +208,7 @@ def test_missing_tensorrt_is_one_line_with_install_hint():
 
 
 def test_missing_tensorrt_from_runtime(monkeypatch):
-    from export import runtime
+    from engine import runtime
     monkeypatch.setattr(runtime, "import_trt", lambda: (_ for _ in ()).throw(
         trt_mod.TrtNotInstalled("TensorRT is not installed; " + trt_mod.INSTALL_HINT)))
     with pytest.raises(runtime.RuntimeUnavailable, match="tensorrt-rtx-cu13"):
@@ -231,7 +231,7 @@ def test_cli_one_line_errors(args, message):
 def test_plugin_library_that_fails_to_load(tmp_path):
     bogus = tmp_path / "liblcoan_plugins.so"
     bogus.write_bytes(b"\x7fELF not a real library")
-    code = ("from export.to_trt import load_plugins; from export.trt import import_trt\n"
+    code = ("from engine.build import load_plugins; from engine.trt import import_trt\n"
             f"load_plugins(import_trt(), {str(bogus)!r})")
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
     assert proc.returncode != 0
@@ -261,7 +261,7 @@ def test_cli_builds_from_weights_then_reuses(tiny_weights, tmp_path):
 def test_runtime_without_gpu_raises_one_line(graphs):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present; the no-GPU error path does not apply")
-    from export.runtime import Engine, RuntimeUnavailable
+    from engine.runtime import Engine, RuntimeUnavailable
     result = _build(graphs, "fp32")
     with pytest.raises(RuntimeUnavailable, match="no CUDA GPU") as info:
         Engine(result.engine)
@@ -272,7 +272,7 @@ def test_runtime_runs_engine_on_gpu(graphs):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU: engines can be built here but not run")
     from export import ort_ops
-    from export.runtime import Engine
+    from engine.runtime import Engine
     try:
         engine = Engine(_build(graphs, "fp32").engine)
     except ExportError as exc:  # e.g. TensorRT-RTX on an unsupported compute capability

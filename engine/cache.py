@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import ExportError
+from export.errors import ExportError
 
 SIDECAR_SUFFIX = ".json"
 SCHEMA = 1

@@ -1,13 +1,13 @@
 """Run a serialized LCoAN engine on CUDA tensors (used by parity and the app).
 
-    from export.runtime import Engine
+    from engine.runtime import Engine
     engine = Engine("lcoan.engine", plugins="liblcoan_plugins.so")
     sr = engine(lr)              # lr: torch CUDA float32 [N, 3, h, w] -> sr on the same device
 
 Dynamic shapes go through ``set_input_shape``, buffers through ``set_tensor_address`` and the
 launch through ``execute_async_v3`` on the current torch CUDA stream (TensorRT 10.x / 11.x and
 TensorRT-RTX share this API). The engine's sidecar is checked before deserialising
-(``export.cache.check_loadable``), and before the GPU check, so a wrong or truncated engine is
+(``engine.cache.check_loadable``), and before the GPU check, so a wrong or truncated engine is
 reported as such on any machine. Without a TensorRT runtime or a CUDA GPU the constructor then
 raises a one-line :class:`RuntimeUnavailable`.
 
@@ -32,7 +32,7 @@ import numpy as np
 from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
 
 from . import cache
-from .errors import ExportError
+from export.errors import ExportError
 from .trt import device_info, import_trt, trt_info
 
 
@@ -82,9 +82,9 @@ class Engine:
             cache.check_built_for(self.path, side, device=device_info(device).label)
         self.sidecar = side
         if plugins:
-            from .to_trt import load_plugins
+            from .build import load_plugins
             load_plugins(trt, plugins)
-        from .to_trt import make_logger
+        from .build import make_logger
         self._logger = make_logger(trt)
         with torch.cuda.device(self.device):
             self.runtime = trt.Runtime(self._logger)
@@ -149,12 +149,13 @@ def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, imag
     """
     import onnx
 
-    from . import parity
+    from export import parity
+    from export.precision import graph_precision
     require_runtime()
     proto = onnx.load(str(onnx_path))
     scale = scale or read_metadata(proto, str(onnx_path)).scale or 2
     side = cache.read_sidecar(engine) or {}
-    precision = precision or side.get("precision") or parity.graph_precision(proto)
+    precision = precision or side.get("precision") or graph_precision(proto)
     if images is None:
         samples = parity.benchmark_samples(scale, limit=limit)
     elif isinstance(images, (str, os.PathLike)):
@@ -183,15 +184,15 @@ def polygraphy_compare(engine, proto, samples, *, plugins=None, precision: str =
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     from polygraphy.comparator import CompareFunc, Comparator
 
-    from . import ort_ops
+    from export import ort_ops
     if plugins:
-        from .to_trt import load_plugins
+        from .build import load_plugins
         load_plugins(import_trt(), plugins)
     data = [{INPUT_NAME: np.ascontiguousarray(s.lr, dtype=np.float32)} for s in samples]
     runners = [TrtRunner(EngineFromBytes(Path(engine).read_bytes()), name="tensorrt"),
                OnnxrtRunner(lambda: ort_ops.session(proto), name="onnxruntime")]
     results = Comparator.run(runners, data_loader=data)
-    from . import parity
+    from export import parity
     rule = parity.THRESHOLDS[precision]
     tol = (rule.atol, rule.rtol)  # the rule export.parity's report applies, so both verdicts agree
     return bool(Comparator.compare_accuracy(

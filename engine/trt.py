@@ -1,7 +1,7 @@
 """The one import point for TensorRT: ``tensorrt`` (TensorRT 10.x / 11.x, JetPack), else
 ``tensorrt_rtx`` (TensorRT for RTX, ``pip install tensorrt-rtx-cu13``).
 
-    from export.trt import import_trt, trt_info, device_info
+    from engine.trt import import_trt, trt_info, device_info
     trt = import_trt()          # the module, or a one-line TrtNotInstalled error
     info = trt_info()           # flavour, version and what this API offers
     device = device_info()      # GPU name + compute capability, or "cpu-build"
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .errors import ExportError
+from export.errors import ExportError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 CPU_BUILD = "cpu-build"

@@ -1,0 +1,249 @@
+"""Build a TensorRT engine for LCoAN: weights -> ONNX -> precision graph -> strongly typed
+network -> serialized engine, with a JSON sidecar and an engine cache.
+
+Orchestration: this command chains the stages (``export`` for the graph, ``calib`` for
+``--int8 --calib``, ``engine`` for the build), so it lives above them; ``python -m export.to_trt``
+is its alias.
+
+    python -m export.to_trt [--onnx F | --weights W] [--fp32 | --fp16 | --int8 --calib DIR]
+                            [--min 1x3x16x16 --opt 1x3x270x480 --max 1x3x540x960]
+                            [--out F.engine] [--plugins liblcoan_plugins.so]
+                            [--sort onnx|plugin] [--opt-level N] [--timing-cache F] [--force]
+
+Precision lives in the graph (TensorRT 11 and TensorRT-RTX have no FP16/INT8 builder flags):
+``--fp16`` builds the FP16 graph of ``export.precision`` (cluster assignment and softmax in
+FP32), ``--int8`` a Q/DQ graph calibrated by ``python -m calib`` (give that graph as ``--onnx``,
+or ``--calib DIR`` with LR images to calibrate here). The network is always ``STRONGLY_TYPED``.
+
+Output names say what they hold, so the FP16 and INT8 builds never overwrite each other: from
+the bundled weights ``lcoan_edge_x2_fp16.engine`` (``<weights stem>_<precision>.engine``), from
+``--onnx lcoan_int8.onnx`` ``lcoan_int8.engine`` (``<graph stem>_<precision>``, a precision suffix
+of the stem replaced), in the current folder; the graph it is built from is written beside it as
+``<stem>_<precision>.onnx`` (e.g. ``lcoan_edge_x2_fp16.onnx``).
+
+Each engine gets a sidecar ``<engine>.json`` (see ``engine.cache``): an engine whose key
+(ONNX sha256, TensorRT flavour+version, GPU or ``cpu-build``, precision, profile, plugin library) matches is reused; otherwise it is rebuilt and the change is named.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from engine import cache
+from engine.build import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MIB, PRECISIONS, build_engine, has_plugin_nodes,
+                          make_profile, parse_shape)
+from engine.trt import check_plugin_library, import_trt, reexec_for_rtx_plugins, trt_info
+from export.errors import ExportError, run_cli
+from export.precision import graph_precision
+
+
+# --------------------------------------------------------------------------- graph files
+def sibling(out: Path, suffix: str) -> Path:
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{stem}{suffix}")
+
+
+def _base(stem: str) -> str:
+    return re.sub(r"[._-](fp32|fp16|int8)$", "", stem)
+
+
+def graph_path(out: Path, precision: str) -> Path:
+    """The ONNX graph in ``precision`` written for engine ``out``: ``<stem>_<precision>.onnx``
+    (a precision suffix of the engine's stem is replaced: ``x_int8.engine`` -> ``x_fp32.onnx``)."""
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{_base(stem)}_{precision}.onnx")
+
+
+def default_engine_path(onnx_path: str | None, weights: str | None, precision: str,
+                        scale: int | None = None, sort: str = "onnx") -> Path:
+    """``<graph or weights stem>_<precision>.engine`` in the current folder (never one shared name)."""
+    if onnx_path:
+        stem = Path(onnx_path).stem
+    elif weights:
+        stem = Path(weights).stem
+    else:
+        import lcoan
+        stem = Path(lcoan.default_weights(scale or 2)).stem  # lcoan_edge_x2
+    if not onnx_path and sort == "plugin":
+        stem += "_plugin"  # the plugin graph's engine is another file than the standard-op one
+    return Path(f"{_base(stem)}_{precision}.engine")
+
+
+@dataclass
+class GraphSource:
+    path: Path
+    precision: str
+    sort: str
+    timings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+def _calibrate(fp32: Path, out: Path, calib_dir: str, method: str, num: int, tile: Sequence[int],
+               log: Callable[[str], None]) -> tuple[Path, float]:
+    """Q/DQ graph of ``fp32`` (``python -m calib``), reused when source and images are unchanged."""
+    # not `from calib import quantize`: calib/__init__ re-exports the function of that name
+    quant = importlib.import_module("calib.quantize")
+    stamp = {"source_sha256": cache.sha256_file(fp32),
+             "images": quant.images_digest(calib_dir, num, tile, None), "method": method}
+    stamp_path = sibling(out, ".calib.json")
+    if out.is_file() and stamp_path.is_file():
+        try:
+            if json.loads(stamp_path.read_text()) == stamp:
+                log(f"reusing {out} (same FP32 graph and calibration images)")
+                return out, 0.0
+        except ValueError:
+            pass
+    t0 = time.perf_counter()
+    try:
+        quant.quantize(fp32, out, calib_dir, method=method, num=num, tile=tile,
+                       exclude=quant.default_exclusions(fp32))
+    except quant.CalibrationError as exc:
+        raise ExportError(str(exc)) from None
+    stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
+    return out, time.perf_counter() - t0
+
+
+def prepare_graph(*, onnx_path: str | None, weights: str | None, precision: str, sort: str, out: Path,
+                  calib: str | None = None, calib_method: str = "minmax", calib_num: int = 32,
+                  calib_tile: Sequence[int] = (64, 64), scale: int | None = None,
+                  log: Callable[[str], None] = print) -> GraphSource:
+    """The ONNX graph the engine is built from, in ``precision`` (written next to ``out``)."""
+    import onnx
+
+    timings: dict = {}
+    if onnx_path:
+        src = Path(onnx_path)
+        if not src.is_file():
+            raise ExportError(f"{src}: no such ONNX file")
+        proto = onnx.load(str(src))
+        have = graph_precision(proto)
+        graph_sort = "plugin" if has_plugin_nodes(proto) else "onnx"
+        if have == precision:
+            return GraphSource(src, precision, graph_sort, timings)
+        if have != "fp32":
+            raise ExportError(f"{src} is a {have} graph; --{precision} needs an FP32 graph "
+                              f"(or a {precision} one) as --onnx")
+        fp32 = src
+    else:
+        from export.to_onnx import export_onnx, load_weights
+        t0 = time.perf_counter()
+        model = load_weights(weights, scale)
+        graph_sort = sort
+        dtype = "fp16" if precision == "fp16" else "fp32"
+        target = graph_path(out, dtype)
+        export_onnx(model, target, sort=sort, dtype=dtype)
+        timings["export_s"] = round(time.perf_counter() - t0, 3)
+        if precision != "int8":
+            return GraphSource(target, precision, graph_sort, timings)
+        fp32 = target
+    if precision == "fp16":
+        from export.precision import to_fp16
+        t0 = time.perf_counter()
+        target = graph_path(out, "fp16")
+        if target.resolve() == Path(fp32).resolve():
+            raise ExportError(f"{fp32}: the FP16 graph would overwrite this FP32 input; rename it or pass --out")
+        onnx.save_model(to_fp16(onnx.load(str(fp32))), str(target))
+        timings["fp16_s"] = round(time.perf_counter() - t0, 3)
+        return GraphSource(target, precision, graph_sort, timings)
+    if precision == "int8":
+        if not calib:
+            raise ExportError("--int8 needs calibration images (--calib DIR) or a Q/DQ graph made by "
+                              "`python -m calib` as --onnx")
+        if graph_path(out, "int8").resolve() == Path(fp32).resolve():
+            raise ExportError(f"{fp32}: the INT8 graph would overwrite this FP32 input; rename it or pass --out")
+        target, seconds = _calibrate(Path(fp32), graph_path(out, "int8"), calib, calib_method,
+                                     calib_num, calib_tile, log)
+        timings["calibrate_s"] = round(seconds, 3)
+        return GraphSource(target, precision, graph_sort, timings)
+    return GraphSource(Path(fp32), precision, graph_sort, timings)
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    from lcoan.cli import ArgumentParser
+    parser = ArgumentParser(prog="python -m export.to_trt", description=__doc__.split("\n\n")[0])
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--onnx", help="ONNX graph: FP32 (converted to the chosen precision), or already "
+                     "FP16 / Q/DQ INT8 (default: export the weights)")
+    from lcoan.cli import WEIGHTS_HELP
+    src.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
+    prec = parser.add_mutually_exclusive_group()
+    for p, what in (("fp32", "FP32 graph"), ("fp16", "FP16 graph, cluster assignment and softmax in FP32 "
+                                                     "(the default)"),
+                    ("int8", "Q/DQ INT8 graph: --onnx from `python -m calib`, or --calib DIR")):
+        prec.add_argument(f"--{p}", dest="precision", action="store_const", const=p, help=what)
+    parser.add_argument("--calib", metavar="DIR", help="folder of LR calibration images for --int8 (default: none)")
+    parser.add_argument("--calib-method", default="minmax", choices=("entropy", "percentile", "minmax"),
+                        help="calibration method for --calib (default: %(default)s)")
+    parser.add_argument("--calib-num", type=int, default=32, help="calibration tiles (default: %(default)s)")
+    parser.add_argument("--calib-tile", default="64x64", metavar="HxW",
+                        help="calibration tile in LR pixels (default: %(default)s)")
+    for flag, value, what in (("--min", DEFAULT_PROFILE[0], "smallest"), ("--opt", DEFAULT_PROFILE[1], "tuned-for"),
+                              ("--max", DEFAULT_PROFILE[2], "largest")):
+        parser.add_argument(flag, default=value, metavar="NxCxHxW",
+                            help=f"{what} LR input of the shape profile, batch x 3 x height x width "
+                                 f"(default: %(default)s)")
+    parser.add_argument("--out", metavar="F.engine",
+                        help="engine file; its graph and .json sidecar go beside it (default: "
+                             "<weights or --onnx stem>[_plugin]_<precision>.engine, e.g. lcoan_edge_x2_fp16.engine)")
+    parser.add_argument("--plugins", metavar="LIB.so",
+                        help="TensorRT plugin library for --sort plugin graphs (default: none)")
+    parser.add_argument("--sort", choices=("onnx", "plugin"), default="onnx",
+                        help="sort form when exporting from weights: standard ops or the LCoAClusterSort "
+                             "plugin node (default: %(default)s)")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
+                        help="expected scale; an error if the weights are for another (default: the weights')")
+    parser.add_argument("--opt-level", type=int, default=None,
+                        help="builder optimization level 0-5 (default: TensorRT's)")
+    parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB",
+                        help="workspace pool limit in MiB (default: %(default)s)")
+    parser.add_argument("--timing-cache", metavar="F",
+                        help="timing cache file (default: ~/.cache/lcoan/timing-<flavour>-<version>.cache)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cache key matches")
+    parser.add_argument("--verbose", action="store_true", help="print TensorRT's log")
+    args = parser.parse_args(argv)
+
+    precision = args.precision or "fp16"
+    profile = make_profile(args.min, args.opt, args.max)
+    if args.plugins and not Path(args.plugins).is_file():
+        raise ExportError(f"plugin library {args.plugins} not found; build it with `python -m plugins.build` "
+                          "on a machine with the TensorRT headers (set TENSORRT_ROOT)")
+    if args.calib and precision != "int8":
+        raise ExportError("--calib is for --int8 builds")
+    info = trt_info()  # fail early, before exporting, when TensorRT is missing
+    if args.plugins:
+        check_plugin_library(import_trt(), args.plugins)  # before any work, and before a restart
+        if argv is None:  # a command line, not a library call: safe to restart
+            reexec_for_rtx_plugins()
+    out = Path(args.out) if args.out else default_engine_path(args.onnx, args.weights, precision, args.scale,
+                                                                         args.sort)
+    tile = parse_shape(args.calib_tile, "--calib-tile")
+    if len(tile) != 2:
+        raise ExportError(f"--calib-tile {args.calib_tile!r}: expected HxW")
+    source = prepare_graph(onnx_path=args.onnx, weights=args.weights, precision=precision, sort=args.sort,
+                           out=out, calib=args.calib, calib_method=args.calib_method,
+                           calib_num=args.calib_num, calib_tile=tile, scale=args.scale)
+    result = build_engine(source.path, out, precision=precision, profile=profile, plugins=args.plugins,
+                          opt_level=args.opt_level, workspace_mib=args.workspace,
+                          timing_cache=args.timing_cache, force=args.force, verbose=args.verbose,
+                          extra={"sort": source.sort, "timings": source.timings})
+    if not result.reused:
+        side = result.sidecar
+        t = side.get("timings", {})
+        net = side.get("network", {})
+        print(f"wrote {out} ({precision}, {info.label}, {result.key.device}, profile {profile.label()}, "
+              f"{net.get('layers')} layers, build {t.get('build_s')} s, {side.get('engine_bytes')} bytes)")
+    made = [str(out), str(cache.sidecar_path(out))]
+    if source.path.resolve() != Path(args.onnx or "").resolve():
+        made.insert(0, str(source.path))
+    print(f"done ({'engine reused' if result.reused else 'engine built'}): {', '.join(made)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
