@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.report or args.sensitivity):
         return status
 
-    from export.parity import benchmark_samples
+    from export.samples import benchmark_samples
     from lcoan.graph_io import read_metadata
     scale = read_metadata(onnx.load(str(src), load_external_data=False), str(src)).scale or 2
     samples = benchmark_samples(scale, limit=args.limit)

@@ -367,7 +367,7 @@ def evaluate(fp32: str | Path | onnx.ModelProto, int8: str | Path | onnx.ModelPr
              scale: int, threads: int | None = None) -> DriftReport:
     """Y-PSNR of both graphs against HR and the cluster-id flip fraction, per image.
 
-    ``samples``: ``export.parity.Sample`` objects (LR ``[1, 3, h, w]`` float32 and HR).
+    ``samples``: ``export.samples.Sample`` objects (LR ``[1, 3, h, w]`` float32 and HR).
     """
     import torch
     from export import ort_ops

@@ -1,5 +1,7 @@
-"""ONNX export of LCoAN, FP16 conversion, the ONNX Runtime form of the sort plugin, and parity
-reports (PyTorch vs ONNX Runtime).
+"""ONNX only: export of LCoAN (``to_onnx``), graph surgery (``graph``), FP16 conversion
+(``precision``), the ONNX Runtime form of the sort op (``ort_ops``) and the LR/HR images graphs
+are checked on (``samples``). TensorRT is ``engine``'s, parity reports ``verify``'s; the modules
+``to_trt``, ``to_triton`` and ``parity`` here only keep the commands' names.
 
     from export import export_onnx
     export_onnx(model, "lcoan.onnx", sort="onnx", dtype="fp32")

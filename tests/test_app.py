@@ -158,7 +158,7 @@ def test_realtime_drops_frames_against_a_slow_backend_and_counts_them(tmp_path):
 
 # --------------------------------------------------------------------------- backends
 def test_onnxruntime_matches_torch_on_cpu(tiny, tmp_path):
-    from export.parity import drift_psnr
+    from verify.parity import drift_psnr
     from export.to_onnx import export_onnx
     path = export_onnx(tiny, tmp_path / "tiny.onnx", sort="onnx")
     plugin = export_onnx(tiny, tmp_path / "tiny_plugin.onnx", sort="plugin")

@@ -99,7 +99,7 @@ def test_plugin_graph_quantizes_and_runs_on_cpu(graphs):
 
 @pytest.mark.slow
 def test_evaluate_reports_psnr_loss_and_cluster_flips(graphs):
-    from export.parity import benchmark_samples
+    from export.samples import benchmark_samples
     shared_path("data", "benchmark", "Set5")
     samples = benchmark_samples(2, sets=("Set5",), limit=2)
     report = evaluate(graphs["fp32"], graphs["int8"], samples, 2)
@@ -112,7 +112,7 @@ def test_evaluate_reports_psnr_loss_and_cluster_flips(graphs):
 
 @pytest.mark.slow
 def test_sensitivity_reuses_calibration(graphs, tmp_path):
-    from export.parity import benchmark_samples
+    from export.samples import benchmark_samples
     samples = benchmark_samples(2, sets=("Set5",), limit=1)
     convs = [n.name for n in onnx.load(str(graphs["fp32"])).graph.node if n.op_type == "Conv"][:2]
     rows = sensitivity(graphs["fp32"], samples, 2, tmp_path / "ranges.json", graphs["tiles"], nodes=convs,

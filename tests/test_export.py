@@ -17,7 +17,8 @@ from lcoan import build_model  # noqa: E402
 from lcoan.checkpoint import save_safetensors  # noqa: E402
 
 from export import graph as graph_lib  # noqa: E402
-from export import ort_ops, parity  # noqa: E402
+from export import ort_ops  # noqa: E402
+from verify import parity  # noqa: E402
 from export.sort_reference import cluster_sort_reference  # noqa: E402
 from export.to_onnx import ClusterSortScope, build_onnx, check_graph, export_onnx  # noqa: E402
 

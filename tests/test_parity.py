@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 from lcoan import build_model  # noqa: E402
 from lcoan.checkpoint import save_safetensors  # noqa: E402
 
-from export import parity  # noqa: E402
+from verify import parity  # noqa: E402
 from export.errors import ExportError  # noqa: E402
 from export.to_onnx import export_onnx  # noqa: E402
 

@@ -1,0 +1,338 @@
+"""Parity reports: the same images through a reference and a candidate runner.
+
+    python -m export.parity [--weights W] --onnx F [--images DIR] [--json out.json]
+                            [--polygraphy-dir D] [--scale S]
+
+Per image: the drift of the candidate from the reference (PSNR of candidate vs reference on
+outputs clipped to [0, 1], peak 1, and the max absolute error) and the Y-PSNR of each against
+the HR image when one is known (BT.601 Y, 8-bit quantised, ``shave = scale``). Exit status 1
+when an image misses the tolerances. The rule is Polygraphy's default comparison, so that the
+``polygraphy run ... --atol A --rtol R`` command printed with ``--polygraphy-dir`` passes exactly
+when this report does: an output element fails when ``|candidate - reference| > atol`` *and*
+``|candidate - reference| / |reference| > rtol`` (NaN always fails); an image passes when no
+element fails. FP32 graphs: atol = rtol = 1e-3 (a quarter of an 8-bit grey level); FP16 graphs:
+1e-2.
+
+The API is runner-based, so other back ends plug in without changing the report:
+
+    report = compare(torch_runner(model), ort_runner("lcoan.onnx"), samples, scale=2)
+
+A runner maps a float32 ``[N, 3, h, w]`` array to the float32 SR array.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from export.errors import ExportError, run_cli
+from export.samples import DEFAULT_SETS, IMAGE_EXTENSIONS, Sample, benchmark_samples, check_input, load_samples
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Polygraphy's default (``simple``, elementwise) rule with ``--atol``/``--rtol``.
+
+    One rule for this report and for the printed ``polygraphy run`` command: an element fails when
+    its absolute difference exceeds ``atol`` and its difference relative to the reference exceeds
+    ``rtol`` (Polygraphy divides by the second run, the loaded reference outputs; zeros get its
+    2.2e-16 epsilon). NaN fails.
+    """
+    atol: float
+    rtol: float
+
+    def mismatches(self, candidate: np.ndarray, reference: np.ndarray) -> int:
+        cand, ref = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
+        diff = np.abs(cand - ref)
+        denom = np.abs(np.where(ref == 0, np.finfo(np.float64).eps, ref))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bad = ((diff > self.atol) | np.isnan(diff)) & ((diff / denom > self.rtol) | np.isnan(diff))
+        return int(np.count_nonzero(bad))
+
+    def passes(self, candidate: np.ndarray, reference: np.ndarray) -> bool:
+        return self.mismatches(candidate, reference) == 0
+
+    def polygraphy_args(self) -> list[str]:
+        return ["--atol", f"{self.atol:g}", "--rtol", f"{self.rtol:g}"]
+
+
+# FP32: ORT and PyTorch agree to ~3e-7 except where a near-tie flips one cluster id (Set14 zebra,
+# 4.0e-4 with the bundled weights); 1e-3 is a quarter of an 8-bit grey level. FP16: 1.2e-3 measured.
+# INT8 quality is judged by its Y-PSNR loss (python -m calib --report); this only catches breakage.
+THRESHOLDS = {"fp32": Thresholds(1e-3, 1e-3), "fp16": Thresholds(1e-2, 1e-2), "int8": Thresholds(5e-2, 5e-2)}
+
+
+@dataclass
+class ImageResult:
+    name: str
+    lr_shape: list[int]
+    drift_db: float
+    max_abs: float
+    reference_psnr_y: float | None
+    candidate_psnr_y: float | None
+    passed: bool
+
+
+@dataclass
+class Report:
+    reference: str
+    candidate: str
+    precision: str
+    thresholds: Thresholds
+    images: list[ImageResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.images) and all(r.passed for r in self.images)
+
+    def summary(self) -> dict:
+        drifts = [r.drift_db for r in self.images]
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return float(np.mean(values)) if values else None
+        return {"images": len(self.images), "passed": self.passed,
+                "min_drift_db": min(drifts) if drifts else None,
+                "max_abs": max((r.max_abs for r in self.images), default=None),
+                "mean_reference_psnr_y": mean([r.reference_psnr_y for r in self.images]),
+                "mean_candidate_psnr_y": mean([r.candidate_psnr_y for r in self.images])}
+
+    def to_dict(self) -> dict:
+        return _json_safe({"reference": self.reference, "candidate": self.candidate,
+                           "precision": self.precision, "thresholds": asdict(self.thresholds),
+                           "summary": self.summary(), "images": [asdict(r) for r in self.images]})
+
+    def save_json(self, path: str | Path) -> Path:
+        from lcoan.safeio import atomic_write
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def table(self) -> str:
+        def fmt(v, spec=".2f"):
+            return "-" if v is None else ("inf" if v == math.inf else format(v, spec))
+        head = f"{'image':<18} {'LR HxW':>10} {'drift dB':>9} {'max abs':>9} " \
+               f"{self.reference + ' Y':>14} {self.candidate + ' Y':>16}  ok"
+        lines = [head, "-" * len(head)]
+        for r in self.images:
+            hw = f"{r.lr_shape[2]}x{r.lr_shape[3]}"
+            lines.append(f"{r.name:<18} {hw:>10} {fmt(r.drift_db):>9} {r.max_abs:>9.2e} "
+                         f"{fmt(r.reference_psnr_y):>14} {fmt(r.candidate_psnr_y):>16}  "
+                         f"{'yes' if r.passed else 'NO'}")
+        s = self.summary()
+        t = self.thresholds
+        lines.append(f"{len(self.images)} images, {self.precision}, min drift {fmt(s['min_drift_db'])} dB, "
+                     f"max abs {s['max_abs']:.2e}: {'PASS' if self.passed else 'FAIL'} "
+                     f"(no element off by more than atol {t.atol:g} and rtol {t.rtol:g}, Polygraphy's rule)")
+        return "\n".join(lines)
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- metrics
+def drift_psnr(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR (dB, peak 1) of ``candidate`` against ``reference``, both clipped to [0, 1]."""
+    a = np.clip(candidate.astype(np.float64), 0, 1)
+    b = np.clip(reference.astype(np.float64), 0, 1)
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def _psnr_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
+    import torch
+
+    from lcoan.metrics import psnr_y
+    value = psnr_y(torch.from_numpy(np.ascontiguousarray(sr)), torch.from_numpy(np.ascontiguousarray(hr)), shave)
+    return float(np.mean(np.asarray(value.cpu() if hasattr(value, "cpu") else value, dtype=np.float64)))
+
+
+# --------------------------------------------------------------------------- runners
+def torch_runner(model) -> Runner:
+    """PyTorch eager (the model's own stable sort)."""
+    import torch
+    model = model.eval()
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(lr)).numpy()
+    return run
+
+
+def ort_runner(onnx_model, threads: int | None = None) -> Runner:
+    """ONNX Runtime CPU; plugin-form graphs run with the CPU ``LCoAClusterSort``."""
+    from export import ort_ops
+    sess = ort_ops.session(onnx_model, threads=threads)
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        return sess.run([OUTPUT_NAME], {INPUT_NAME: lr})[0]
+    return run
+
+
+# --------------------------------------------------------------------------- comparison
+def compare(reference_fn: Runner, candidate_fn: Runner, samples: Iterable[Sample], *, scale: int,
+            precision: str = "fp32", thresholds: Thresholds | None = None,
+            reference_name: str = "pytorch", candidate_name: str = "onnxruntime",
+            outputs: dict | None = None, progress: bool = False) -> Report:
+    """Run both runners on every sample; ``outputs`` (if given) collects the reference outputs.
+
+    ``progress``: a tqdm bar on stderr, one step per image (both runners).
+    """
+    if precision not in THRESHOLDS and thresholds is None:
+        raise ExportError(f"unknown precision {precision!r}; pass thresholds")
+    thresholds = thresholds or THRESHOLDS[precision]
+    report = Report(reference_name, candidate_name, precision, thresholds)
+    from tqdm import tqdm
+    samples = list(samples)
+    bar = tqdm(samples, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True,
+               desc=f"{reference_name} vs {candidate_name}")
+    for sample in bar:
+        bar.set_postfix_str(sample.name, refresh=False)
+        lr = check_input(sample.name, sample.lr)
+        ref = np.asarray(reference_fn(lr), dtype=np.float32)
+        cand = np.asarray(candidate_fn(lr), dtype=np.float32)
+        if cand.shape != ref.shape:
+            raise ExportError(f"{sample.name}: {candidate_name} output {cand.shape} != {reference_name} {ref.shape}")
+        if outputs is not None:
+            outputs[sample.name] = ref
+        drift, max_abs = drift_psnr(cand, ref), float(np.max(np.abs(cand - ref)))
+        ref_y = cand_y = None
+        if sample.hr is not None and sample.hr.shape == ref.shape:
+            ref_y, cand_y = _psnr_y(ref, sample.hr, scale), _psnr_y(cand, sample.hr, scale)
+        report.images.append(ImageResult(sample.name, list(lr.shape), drift, max_abs, ref_y, cand_y,
+                                         thresholds.passes(cand, ref)))
+    return report
+
+
+def save_polygraphy(samples: Sequence[Sample], reference_outputs: dict, folder: str | Path,
+                    runner_name: str = "pytorch") -> tuple[Path, Path]:
+    """Inputs and reference outputs in Polygraphy's JSON formats, for
+
+        polygraphy run lcoan.onnx --onnxrt --load-inputs inputs.json \
+            --load-outputs pytorch_outputs.json --atol 1e-3 --rtol 1e-3
+    """
+    from polygraphy.comparator import IterationResult, RunResults
+    from polygraphy.json import save_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs_path, outputs_path = folder / "inputs.json", folder / f"{runner_name}_outputs.json"
+    save_json([{INPUT_NAME: check_input(s.name, s.lr)} for s in samples], str(inputs_path),
+              description="LCoAN LR inputs")
+    results = RunResults([(runner_name, [IterationResult({OUTPUT_NAME: reference_outputs[s.name]},
+                                                         runner_name=runner_name) for s in samples])])
+    results.save(str(outputs_path))
+    return inputs_path, outputs_path
+
+
+def polygraphy_command(onnx_path: str | Path, inputs: Path, outputs: Path, precision: str = "fp32",
+                       thresholds: Thresholds | None = None) -> list[str]:
+    """The ``polygraphy run`` command that checks the same rule as :class:`Thresholds`."""
+    thresholds = thresholds or THRESHOLDS.get(precision) or THRESHOLDS["fp32"]
+    return ["polygraphy", "run", str(onnx_path), "--onnxrt", "--load-inputs", str(inputs),
+            "--load-outputs", str(outputs), *thresholds.polygraphy_args()]
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    from lcoan.cli import ArgumentParser
+    parser = ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n\n")[0])
+    from lcoan.cli import WEIGHTS_HELP
+    parser.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
+    parser.add_argument("--onnx", required=True, help="exported graph (either sort form, fp32 or fp16)")
+    parser.add_argument("--images", help="folder of LR images or .npy [N, 3, h, w] arrays "
+                                         "(default: Set5 and Set14 LR_bicubic X<scale>)")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
+                        help="expected scale (default: the graph's)")
+    parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--polygraphy-dir", help="write inputs and PyTorch outputs as Polygraphy JSON here")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many images per folder")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--engine", help="TensorRT engine to compare with ONNX Runtime on --onnx (needs a GPU)")
+    parser.add_argument("--plugins", help="plugin library for --engine")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    from lcoan.safeio import OutputError
+    try:  # run_cli's one-line handler knows ExportError
+        return _main(args)
+    except OutputError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _main(args) -> int:
+    import onnx
+
+    from lcoan.safeio import refuse_overwrite
+    inputs = [args.onnx, args.weights, args.images, args.engine]
+    if args.json:
+        refuse_overwrite(args.json, inputs, what="--json report")
+    if args.polygraphy_dir:
+        refuse_overwrite(args.polygraphy_dir, inputs, what="--polygraphy-dir")
+    if args.engine:
+        from .engine import parity_engine_main
+        return parity_engine_main(args.engine, args.onnx, args.images, args.plugins, args.limit, args.json)
+
+    onnx_path = Path(args.onnx)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: no such ONNX file")
+    try:
+        proto = onnx.load(str(onnx_path))
+    except Exception as exc:
+        raise ExportError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
+    from export.to_onnx import check_finite_graph
+    check_finite_graph(proto, onnx_path)
+    try:
+        graph_scale = read_metadata(proto, str(onnx_path)).scale
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if args.scale and graph_scale and args.scale != graph_scale:
+        raise ExportError(f"{onnx_path}: graph is for x{graph_scale}, not x{args.scale}")
+    scale = args.scale or graph_scale
+
+    from export.to_onnx import load_weights
+    model = load_weights(args.weights, scale)
+    if graph_scale and model.scale != graph_scale:
+        raise ExportError(f"weights are for x{model.scale}, the graph {onnx_path} is for x{graph_scale}")
+    scale = model.scale
+    problems: list[str] = []
+    samples = (load_samples(args.images, scale, args.limit, problems=problems) if args.images
+               else benchmark_samples(scale, limit=args.limit))
+    for line in problems:  # named, skipped; the exit status reports them at the end
+        print(f"skipped: {line}", file=sys.stderr)
+    if not samples:
+        raise ExportError(f"{args.images}: none of the images could be read")
+    from export.precision import graph_precision
+    precision = graph_precision(proto)
+    outputs: dict = {}
+    report = compare(torch_runner(model), ort_runner(proto, threads=args.threads), samples,
+                     scale=scale, precision=precision, outputs=outputs, progress=not args.no_progress)
+    print(report.table())
+    written = []
+    if args.json:
+        written.append(str(report.save_json(args.json)))
+    if args.polygraphy_dir:
+        inputs, outs = save_polygraphy(samples, outputs, args.polygraphy_dir)
+        written += [str(inputs), str(outs)]
+        print("polygraphy check (same rule): " + " ".join(polygraphy_command(onnx_path, inputs, outs, precision)))
+    if problems:
+        print(f"error: {len(problems)} image(s) could not be read (listed above)", file=sys.stderr)
+    print(f"parity {'PASS' if report.passed else 'FAIL'}: {onnx_path} vs PyTorch on {len(report.images)} "
+          f"image(s); " + (f"wrote {', '.join(written)}" if written else "wrote nothing (no --json)"))
+    return 0 if report.passed and not problems else 1
+
+
+if __name__ == "__main__":
+    run_cli(main)
