@@ -7,7 +7,8 @@
 * :func:`plugin_library_path` - where ``python -m plugins.build`` puts the TensorRT plugin libraries.
   Registering one with TensorRT is the engine's job (``engine.build.load_plugins``), in one place.
 
-Data flows lcoan -> export -> plugins: this package may import ``export``; ``export`` never imports it.
+This package sits beside ``app``, above ``engine`` (it reads ``engine.trt``'s plugin ABI); no stage imports
+it (pyproject.toml's import-linter contracts).
 """
 
 from __future__ import annotations
