@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 
 from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
+from lcoan.errors import LcoanError
 
 __all__ = ["Backend", "BackendUnavailable", "TorchBackend", "OrtBackend", "TensorRTBackend",
            "BicubicBackend", "SlowedBackend", "load_backend", "BACKENDS", "guess_backend"]
@@ -41,7 +42,7 @@ ORT_INSTALL = ("the onnxruntime backend needs ONNX Runtime: pip install onnxrunt
                "(onnxruntime-gpu for the CUDA/TensorRT providers) onnx")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(LcoanError, RuntimeError):
     """A backend (or the model it needs) is not available here; the message is one line."""
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+from lcoan.errors import LcoanError
 
 __all__ = ["Frame", "Passthrough", "SourceError", "SinkError", "open_source", "open_sink",
            "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
@@ -43,11 +44,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".p
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
 
 
-class SourceError(RuntimeError):
+class SourceError(LcoanError, RuntimeError):
     """An input that cannot be opened at all (one line)."""
 
 
-class SinkError(RuntimeError):
+class SinkError(LcoanError, RuntimeError):
     """An output that cannot be written (one line)."""
 
 

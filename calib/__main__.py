@@ -124,15 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def cli() -> None:
+    """The console entry point (pyproject.toml's [project.scripts]); Ctrl-C is one line too, and
+    --out is written atomically or not at all."""
+    from lcoan.errors import run_cli
+    run_cli(main)
+
+
 if __name__ == "__main__":
-    from export.errors import ExportError
-    from lcoan.checkpoint import CheckpointError
-    from lcoan.safeio import OutputError
-    try:
-        raise SystemExit(main())
-    except (CalibrationError, FileNotFoundError, ExportError, CheckpointError, OutputError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        raise SystemExit(2)
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; --out is written atomically or not at all
-        print("\ninterrupted", file=sys.stderr)
-        raise SystemExit(130)
+    cli()

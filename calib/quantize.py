@@ -27,6 +27,7 @@ import onnx
 
 from lcoan import opspec
 from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata, write_metadata
+from lcoan.errors import LcoanError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 METHODS = ("entropy", "percentile", "minmax")
@@ -37,7 +38,7 @@ QUANTIZED_OPS = ("Conv",)
 EXTRA_OPTIONS = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True}
 
 
-class CalibrationError(ValueError):
+class CalibrationError(LcoanError, ValueError):
     """A problem with the calibration inputs; the message is one line."""
 
     def __init__(self, message: str):

@@ -194,5 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """The console entry point (pyproject.toml's [project.scripts])."""
+    run_cli(main)
+
+
 if __name__ == "__main__":
     run_cli(main)

@@ -16,11 +16,12 @@ from torch import Tensor
 
 from .model.network import LCoAN, LCoANConfig
 from .safeio import atomic_write  # noqa: F401  (re-exported: the project's one atomic writer)
+from .errors import LcoanError
 
 FORMAT = "lcoan"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LcoanError, ValueError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike, problem: str):

@@ -40,13 +40,14 @@ from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
 from .tiling import tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
+from .errors import LcoanError
 
 __all__ = ["evaluate", "evaluate_set", "bicubic_upscale", "format_table", "default_benchmark_root", "main"]
 
 PathLike = Union[str, os.PathLike]
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(LcoanError, RuntimeError):
     """A problem with the inputs of an evaluation (missing folders, scale mismatch); one line."""
 
 

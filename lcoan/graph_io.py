@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
+from .errors import LcoanError
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "GraphMetadata", "MetadataError", "read_metadata",
            "write_metadata", "SORTS", "DTYPES"]
@@ -26,7 +27,7 @@ _KEYS = {"scale": "lcoan_scale", "sort": "lcoan_sort", "dtype": "lcoan_dtype",
 _JSON = ("config", "calib")
 
 
-class MetadataError(ValueError):
+class MetadataError(LcoanError, ValueError):
     """A metadata value that cannot be read; the message names the key."""
 
 

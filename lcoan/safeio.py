@@ -22,6 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Union
+from .errors import LcoanError
 
 __all__ = ["OutputError", "SameFileError", "AtomicFile", "atomic_write", "atomic_output", "refuse_overwrite",
            "same_file", "remove_orphans", "temp_prefix", "describe_os_error"]
@@ -32,7 +33,7 @@ _NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EFBIG: "no space lef
              errno.EDQUOT: "no space left: disk quota exceeded"}
 
 
-class OutputError(OSError):
+class OutputError(LcoanError, OSError):
     """An output that cannot be written; ``str()`` is one line naming the file and the problem."""
 
     def __init__(self, path: PathLike, problem: str):

@@ -35,6 +35,7 @@ from . import build_model
 from .checkpoint import (CheckpointError, build_from_checkpoint, first_non_finite, read_checkpoint,  # noqa: F401
                          save_checkpoint, save_safetensors)
 from .safeio import OutputError, refuse_overwrite, remove_orphans
+from .errors import LcoanError
 
 DEFAULTS: dict = {
     "model": {"preset": "edge", "scale": 2},
@@ -56,7 +57,7 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-class ConfigError(ValueError):
+class ConfigError(LcoanError, ValueError):
     """A config entry that is unknown or of the wrong type; one line naming the key."""
 
 

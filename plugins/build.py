@@ -20,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from lcoan.errors import LcoanError
 
 PLUGINS_DIR = Path(__file__).resolve().parent
 CLUSTER_SORT_DIR = PLUGINS_DIR / "cluster_sort"
@@ -50,7 +51,7 @@ _TRT_SYSTEM_INCLUDE_DIRS = (
 )
 
 
-class BuildError(RuntimeError):
+class BuildError(LcoanError, RuntimeError):
     """CMake/nvcc are missing or the build failed."""
 
 

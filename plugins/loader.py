@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from plugins import build as _build
+from lcoan.errors import LcoanError
 
 _HARNESS_OUT_OF_BOUNDS = -2
 
 
-class PluginLibraryError(RuntimeError):
+class PluginLibraryError(LcoanError, RuntimeError):
     """A native library is missing or could not be loaded (message is one line)."""
 
 

@@ -69,7 +69,8 @@ def test_cli_takes_a_table_name(tmp_path: Path, capsys) -> None:
 
 
 # Sources a wheel is built from: the packages of pyproject's packages.find, the metadata files.
-_WHEEL_SOURCES = ("lcoan", "export", "plugins", "calib", "app", "benchmarks", "serve", "pyproject.toml", "README.md")
+_WHEEL_SOURCES = ("lcoan", "export", "calib", "engine", "app", "plugins", "serve", "pipeline", "verify", "benchmarks",
+                  "pyproject.toml", "README.md")
 
 
 @pytest.mark.slow
@@ -114,3 +115,6 @@ def test_non_editable_install_finds_bundled_weights(tmp_path: Path) -> None:
     assert Path(module).is_relative_to(site) and Path(weights).is_relative_to(site), out.stdout
     assert Path(weights).is_file() and not Path(weights).is_symlink()
     assert shape.strip() == "(1, 3, 24, 20)"
+    # the console scripts of [project.scripts] come with the wheel and run from its site-packages
+    helped = run(str(venv / "bin" / "lcoan-parity"), "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "python -m export.parity" in helped.stdout, helped.stdout + helped.stderr

@@ -334,5 +334,10 @@ def _main(args) -> int:
     return 0 if report.passed and not problems else 1
 
 
+def cli() -> None:
+    """The console entry point (pyproject.toml's [project.scripts])."""
+    run_cli(main)
+
+
 if __name__ == "__main__":
     run_cli(main)

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..safeio import atomic_output
+from ..errors import LcoanError
 
 __all__ = [
     "ImageReadError",
@@ -53,7 +54,7 @@ IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", "
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class ImageReadError(OSError):
+class ImageReadError(LcoanError, OSError):
     """An image file could not be read; ``str()`` is a single line naming the file."""
 
     def __init__(self, path: PathLike, reason: str):

@@ -1,0 +1,54 @@
+"""One error path for the command-line tools: a base class for problems the user can fix, one
+exit-status table, and :func:`run_cli`, which turns those problems into one line on stderr.
+
+    from lcoan.errors import LcoanError, run_cli
+    class CalibrationError(LcoanError, ValueError): ...
+    if __name__ == "__main__":
+        run_cli(main)           # main(argv) -> exit status; errors -> "error: <one line>", status 2
+
+Library code raises; only ``run_cli`` prints and exits, so a library caller still gets the
+exception. Imports nothing (not torch), so every stage can use it.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, NoReturn
+
+# The exit statuses of every tool (app/cli.py's table uses the same numbers).
+EXIT_OK = 0           # done
+EXIT_FAILED = 1       # ran, but the result failed its check (parity, an input that could not be read)
+EXIT_USAGE = 2        # a problem the user can fix: arguments, files, shapes, a missing tool
+EXIT_DAMAGED = 3      # an output was left incomplete (app: a video cut short)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, what shells report)
+
+EXIT_CODES = {EXIT_OK: "done", EXIT_FAILED: "check failed", EXIT_USAGE: "user error",
+              EXIT_DAMAGED: "output damaged", EXIT_INTERRUPTED: "interrupted"}
+
+
+class LcoanError(Exception):
+    """A problem the user can fix; ``str()`` is one line naming the file or option and the problem."""
+
+    exit_code = EXIT_USAGE
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
+    """Run ``main(argv)`` and exit with its status; a :class:`LcoanError` (or a missing input file)
+    becomes one ``error:`` line and its ``exit_code``, Ctrl-C one ``interrupted`` line and 130."""
+    try:
+        status = main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except (LcoanError, FileNotFoundError) as exc:
+        fail(one_line(exc), getattr(exc, "exit_code", EXIT_USAGE))
+    raise SystemExit(int(status or 0))
