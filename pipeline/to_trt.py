@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine import cache
-from engine.build import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MIB, PRECISIONS, build_engine, has_plugin_nodes,
-                          make_profile, parse_shape)
+from engine.build import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MIB, build_engine, has_plugin_nodes, make_profile,
+                          parse_shape)
 from engine.trt import check_plugin_library, import_trt, reexec_for_rtx_plugins, trt_info
 from export.errors import ExportError, run_cli
 from export.precision import graph_precision

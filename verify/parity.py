@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from export.errors import ExportError, run_cli
-from export.samples import DEFAULT_SETS, IMAGE_EXTENSIONS, Sample, benchmark_samples, check_input, load_samples
+from export.samples import Sample, benchmark_samples, check_input, load_samples
 from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
 
 Runner = Callable[[np.ndarray], np.ndarray]
