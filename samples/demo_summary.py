@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
         s = parity["summary"]
         t = parity["thresholds"]
         print(f"  parity: {'PASS' if s['passed'] else 'FAIL'} ({parity['candidate']} FP16 graph vs "
-              f"{parity['reference']} on {s['images']} Set5 images; min drift {s['min_drift_db']} dB, "
+              f"{parity['reference']} on {s['images']} Set5/Set14 images; min drift {s['min_drift_db']} dB, "
               f"max abs {s['max_abs']:.1e}, tolerance atol {t['atol']:g} / rtol {t['rtol']:g})")
         status |= not s["passed"]
         app = json.loads((out / "app_summary.json").read_text())

@@ -159,14 +159,16 @@ def run_block(block: Block, work: Path, background: list) -> None:
     script = "set -eo pipefail\n" + block.text
     mode = block.markers.get("run", "")
     env = _env(work)
-    if mode == "background":
-        proc = subprocess.Popen(["bash", "-c", script], cwd=work, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    if mode.startswith("background"):
+        log = work / f"background-{block.line}.log"  # a file, not a pipe: nobody reads a server's log
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(["bash", "-c", script], cwd=work, env=env, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         background.append((block, proc))
         port = int(mode.split()[-1])
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"{block.id}: the server exited:\n{proc.stdout.read()[-3000:]}"
+            assert proc.poll() is None, f"{block.id}: the server exited:\n{log.read_text()[-3000:]}"
             with socket.socket() as sock:
                 sock.settimeout(1)
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
