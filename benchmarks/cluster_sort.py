@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:
 
 from export.sort_reference import cluster_sort_reference  # noqa: E402
 from plugins import loader  # noqa: E402
+from plugins.gpu_check import torch_sort_ms  # noqa: E402
 
 DEFAULT_CASES = [
     # (B, N, K): N = H*W of the feature map the model clusters
@@ -37,29 +38,6 @@ DEFAULT_CASES = [
     (1, 256 * 256, 1024),
     (1, 256 * 256, 16),
 ]
-
-
-def torch_cluster_sort_ms(torch, ids_np: np.ndarray, k: int, iters: int) -> tuple[float, np.ndarray]:
-    ids = torch.from_numpy(ids_np).cuda()
-
-    def run():
-        keys = ids.clamp(0, k - 1)
-        _, perm = torch.sort(keys, dim=-1, stable=True)
-        inv = torch.empty_like(perm)
-        inv.scatter_(-1, perm, torch.arange(perm.shape[-1], device=perm.device).expand_as(perm))
-        return perm
-
-    perm = run()
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        run()
-    stop.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(stop) / iters, perm.int().cpu().numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = bool(np.array_equal(perm, ref_perm) and np.array_equal(inv, ref_inv))
         torch_ms = None
         if have_torch:
-            torch_ms, tperm = torch_cluster_sort_ms(torch, ids, k, args.iters)
+            torch_ms, tperm, _ = torch_sort_ms(torch, ids, k, args.iters)
             ok = ok and bool(np.array_equal(tperm, ref_perm))
         speed = f"{torch_ms / kernel_ms:7.2f}x" if torch_ms and kernel_ms > 0 else "    n/a"
         tcol = f"{torch_ms:10.4f}" if torch_ms is not None else f"{'n/a':>10}"

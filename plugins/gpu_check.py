@@ -193,7 +193,7 @@ def run_sanitizer(tool: str, sanitizer: str, timeout: int = 180) -> dict:
             "cases": [list(c) for c in SANITIZER_CASES], "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _torch_sort_ms(torch, ids_np, k: int, iters: int):
+def torch_sort_ms(torch, ids_np, k: int, iters: int):
     ids = torch.from_numpy(ids_np).cuda()
     arange = torch.arange(ids.shape[-1], device=ids.device, dtype=torch.int64).expand_as(ids)
 
@@ -237,7 +237,7 @@ def run_timing(lib, iters: int, log=print) -> tuple[list[dict], str | None]:
                 row = {"size": label, "B": b, "N": n, "K": k, "kernel_ms": round(kernel_ms, 5),
                        "torch_ms": None, "speedup": None, "same_result": None}
                 if torch_note is None:
-                    torch_ms, tperm, tinv = _torch_sort_ms(torch, ids, k, iters)
+                    torch_ms, tperm, tinv = torch_sort_ms(torch, ids, k, iters)
                     row["torch_ms"] = round(torch_ms, 5)
                     row["speedup"] = round(torch_ms / kernel_ms, 2) if kernel_ms > 0 else None
                     row["same_result"] = bool(np.array_equal(perm, tperm) and np.array_equal(inv, tinv))
