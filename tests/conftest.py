@@ -1,4 +1,6 @@
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,19 @@ def tiny_weights(tiny, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny_x2.safetensors"
     save_safetensors(tiny, path)
     return path
+
+
+def interrupt_when_ready(proc, ready, settle_s: float, timeout: float = 60) -> bytes:
+    """Ctrl-C ``proc`` once ``ready()`` holds (or it exits, or ``timeout`` passes) and ``settle_s``
+    more seconds went by, as a user would; returns its stderr. The process never outlives this."""
+    try:
+        deadline = time.time() + timeout
+        while not ready() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return err

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from app.backends import (BackendUnavailable, BicubicBackend, OrtBackend, Slowed
 from app.cli import main as cli_main  # noqa: E402
 from app.io import Frame, ImageSource, SyntheticSource, VideoSink, open_sink, open_source  # noqa: E402
 from app.pipeline import LatencyHistogram, Pipeline, PipelineConfig  # noqa: E402
+from conftest import interrupt_when_ready  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CODEC = "mpeg4"  # in every FFmpeg build; libx264 is used for output when present
@@ -253,17 +252,9 @@ def test_sigint_leaves_a_playable_file(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "app", str(src), "-o", str(out), "--backend", "bicubic",
                              "--simulate-latency-ms", "40", "--quiet", "--json", str(js)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 60
-        # the video is encoded under a temporary name beside out.mp4 until it is complete
-        while not list(tmp_path.glob(".out.mp4.*")) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        time.sleep(3.0)  # let some frames through even on a loaded machine
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # the video is encoded under a temporary name beside out.mp4 until it is complete; 3 s more
+    # let some frames through even on a loaded machine
+    err = interrupt_when_ready(proc, lambda: list(tmp_path.glob(".out.mp4.*")), settle_s=3.0)
     assert proc.returncode == 130, err.decode()
     s = json.loads(js.read_text())
     assert s["interrupted"] and 0 < s["frames_out"] < 300

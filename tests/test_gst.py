@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from app import gst
 from app.cli import main as cli_main
+from conftest import interrupt_when_ready  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "sample_clip.mp4"
@@ -134,17 +134,8 @@ def test_sigint_ends_a_live_source_cleanly(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "app", "gst:" + LIVE.format(n=""), "-o", f"gst:{out}",
                              "--backend", "bicubic", "--quiet", "--json", str(js)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 60
-        part = tmp_path / ".live.mp4.part"
-        while time.time() < deadline and proc.poll() is None and not (part.exists() and part.stat().st_size > 0):
-            time.sleep(0.1)
-        time.sleep(2.0)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    part = tmp_path / ".live.mp4.part"
+    err = interrupt_when_ready(proc, lambda: part.exists() and part.stat().st_size > 0, settle_s=2.0)
     assert proc.returncode == 130, err.decode()
     s = json.loads(js.read_text())
     assert s["interrupted"] and s["error"] is None and s["frames_out"] > 10
