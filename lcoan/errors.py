@@ -36,9 +36,14 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+def report(message: str, code: int = EXIT_USAGE) -> int:
+    """Print the one ``error:`` line and return ``code`` (for a ``main`` that returns its status)."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(code)
+    return code
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    raise SystemExit(report(message, code))
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:

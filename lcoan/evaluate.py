@@ -40,6 +40,7 @@ from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
 from .tiling import tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
+from .errors import report
 from .errors import LcoanError
 
 __all__ = ["evaluate", "evaluate_set", "bicubic_upscale", "format_table", "default_benchmark_root", "main"]
@@ -177,11 +178,6 @@ def format_table(result: dict, model_name: str = "LCoAN") -> str:
 
 
 # --------------------------------------------------------------------------- CLI
-def _fail(message: str) -> int:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    return 2
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = ArgumentParser(
         prog="python -m lcoan.evaluate",
@@ -203,13 +199,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json:
             refuse_overwrite(args.json, [args.weights], what="--json file")
     except (ValueError, OutputError) as exc:
-        return _fail(str(exc))
+        return report(str(exc))
     try:
         model, weights = load_cli_model(args)
         result = evaluate(model, args.data, args.sets, scale=model.scale, tile=args.tile,
                           overlap=args.tile_overlap, device=device, progress=not args.no_progress)
     except (CheckpointError, EvaluationError) as exc:
-        return _fail(str(exc))
+        return report(str(exc))
     result["weights"] = str(weights)
     print(format_table(result, model_name=f"LCoAN ({weights.name})"))
     if args.json:
@@ -217,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             out = atomic_write(args.json, json.dumps(result, indent=2))
         except OutputError as exc:
-            return _fail(str(exc))
+            return report(str(exc))
         print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -62,6 +62,7 @@ from .data.resize import imresize
 from .safeio import OutputError, refuse_overwrite
 from .tiling import MemoryEstimateError, check_memory, tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
+from .errors import report
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
            "DEFAULT_OVERLAP", "NonFiniteOutput"]
@@ -218,11 +219,6 @@ def _plan(files: List[Path], out_dir: Path, scale: int):
 
 
 # --------------------------------------------------------------------------- CLI
-def _fail(message: str) -> int:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    return 2
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = ArgumentParser(
         prog="python -m lcoan.upscale",
@@ -241,20 +237,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         device = inference_device(args)
     except ValueError as exc:
-        return _fail(str(exc))
+        return report(str(exc))
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
-        return _fail(f"output '{out_dir}' exists and is not a folder")
+        return report(f"output '{out_dir}' exists and is not a folder")
 
     files, problems = collect_inputs(args.inputs)
     if not files:
         detail = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
-        return _fail("no input images" + detail)
+        return report("no input images" + detail)
     try:
         model, weights = load_cli_model(args)
         model = model.to(device)
     except CheckpointError as exc:
-        return _fail(str(exc))
+        return report(str(exc))
     scale = model.scale
     jobs, clashes = _plan(files, out_dir, scale)
     problems += clashes
