@@ -148,14 +148,17 @@ int lcoanHarnessClusterSort(const int32_t* hostIds, int32_t* hostPerm, int32_t* 
     LCOAN_TRY(cudaMalloc(&d.perm, guardedBytes));
     LCOAN_TRY(cudaMalloc(&d.inv, guardedBytes));
     LCOAN_TRY(cudaMalloc(&d.workspace, wsBytes > 0 ? wsBytes : 256));
-    LCOAN_TRY(cudaMemset(d.perm, kGuardByte, guardedBytes));
-    LCOAN_TRY(cudaMemset(d.inv, kGuardByte, guardedBytes));
-    LCOAN_TRY(cudaMemset(d.perm + kGuard, 0xff, bytes));
-    LCOAN_TRY(cudaMemset(d.inv + kGuard, 0xff, bytes));
+    // Every fill and copy goes on d.stream: a non-blocking stream is not ordered after work on
+    // the legacy default stream (plain cudaMemset/cudaMemcpy), so the kernels could otherwise
+    // read ids and workspace while those are still being written.
+    LCOAN_TRY(cudaMemsetAsync(d.perm, kGuardByte, guardedBytes, d.stream));
+    LCOAN_TRY(cudaMemsetAsync(d.inv, kGuardByte, guardedBytes, d.stream));
+    LCOAN_TRY(cudaMemsetAsync(d.perm + kGuard, 0xff, bytes, d.stream));
+    LCOAN_TRY(cudaMemsetAsync(d.inv + kGuard, 0xff, bytes, d.stream));
     // Garbage in the workspace must not matter: the kernels fully overwrite it.
-    LCOAN_TRY(cudaMemset(d.workspace, 0x7b, wsBytes > 0 ? wsBytes : 256));
+    LCOAN_TRY(cudaMemsetAsync(d.workspace, 0x7b, wsBytes > 0 ? wsBytes : 256, d.stream));
     if (bytes > 0)
-        LCOAN_TRY(cudaMemcpy(d.ids, hostIds, bytes, cudaMemcpyHostToDevice));
+        LCOAN_TRY(cudaMemcpyAsync(d.ids, hostIds, bytes, cudaMemcpyHostToDevice, d.stream));
 
     int32_t* perm = d.perm + kGuard;
     int32_t* inv = d.inv + kGuard;
