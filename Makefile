@@ -72,10 +72,13 @@ test-fast: setup
 # Every GPU-only check of the CUDA plugin in one command, for a bare CUDA machine (python3 with
 # numpy and CUDA torch, nvcc, cmake, compute-sanitizer; no TensorRT, no network), so it does not
 # depend on setup: harness build, kernel vs CPU reference, memcheck + racecheck, timing vs
-# torch.sort, out/gpu_check.json. Without a GPU it says so and exits 0.
+# torch.sort, out/gpu_check.json; then the presets' CUDA FP16 fps at 540p->1080p (benchmarks/gpu_fps.py,
+# out/gpu_fps.json). Without a GPU each says so and exits 0.
 GPU_PY ?= python3
+GPU_FPS_ARGS ?=
 gpu-check:
-	$(GPU_PY) -m plugins.gpu_check
+	$(GPU_PY) -m plugins.gpu_check; a=$$?; $(GPU_PY) -m benchmarks.gpu_fps $(GPU_FPS_ARGS); b=$$?; \
+	exit $$(( a > b ? a : b ))
 
 bench: setup
 	$(BIN)/python -m benchmarks.flops

@@ -534,6 +534,7 @@ def test_make_gpu_check_without_gpu_is_a_clean_skip() -> None:
     proc = subprocess.run([make, "-s", "gpu-check"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gpu-check: no CUDA GPU visible" in proc.stdout and "nothing to run" in proc.stdout
+    assert "gpu_fps: no CUDA GPU visible" in proc.stdout  # the second half, benchmarks/gpu_fps.py
 
 
 # --------------------------------------------------------------------------------------------

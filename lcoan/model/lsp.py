@@ -28,9 +28,10 @@ from .coa import CollaborativeAttention, _rows
 
 KMEANS_INIT_ITERS = 10
 KEY_NORM_EPS = 5e-5  # the public model's eps for L2-normalised keys
-# Windows are processed in blocks of about this many bytes of attention weights. The
+# On CPU, windows are processed in blocks of about this many bytes of attention weights. The
 # per-window work is small, memory-bound GEMMs; whole-image temporaries (scores, three
-# key copies) would cost more in page faults and cache misses than in arithmetic.
+# key copies) would cost more in page faults and cache misses than in arithmetic. A GPU has
+# neither problem and pays a launch per kernel per block, so it takes every window at once.
 BLOCK_BYTES = 1 << 20
 
 
@@ -135,8 +136,10 @@ def _blockwise(fn, blocks: list[tuple[int, int]], shape: tuple[int, ...], like: 
     return out
 
 
-def _window_blocks(n_windows: int, window: int) -> list[tuple[int, int]]:
-    """[start, stop) window ranges."""
+def _window_blocks(n_windows: int, window: int, device: torch.device) -> list[tuple[int, int]]:
+    """[start, stop) window ranges: blocks of BLOCK_BYTES on CPU, one block elsewhere."""
+    if device.type != "cpu":
+        return [(0, n_windows)]
     size = max(1, BLOCK_BYTES // (12 * window * window))  # w x 3w float32 weights per window
     return [(start, min(start + size, n_windows)) for start in range(0, n_windows, size)]
 
@@ -163,7 +166,7 @@ class SparsePattern:
         def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
             return torch.matmul(self.weights[:, a:b], adjacent_windows(wrapped[:, a * w:(b + 2) * w], w), out=out)
 
-        mixed = _blockwise(block, _window_blocks(n_windows, w), (batch, n_windows, w, channels), values,
+        mixed = _blockwise(block, _window_blocks(n_windows, w, values.device), (batch, n_windows, w, channels), values,
                            grad=values.requires_grad or self.weights.requires_grad, writes_out=True)  # [B, W, w, C]
         return gather_rows(mixed.reshape(batch, -1, channels), self.inverse)
 
@@ -193,7 +196,7 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int) 
         scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
         return scores.div_(scores.sum(dim=-1, keepdim=True))
 
-    weights = _blockwise(block, _window_blocks(q.shape[1], window),                 # [B, W, w, 3w]
+    weights = _blockwise(block, _window_blocks(q.shape[1], window, q.device),                 # [B, W, w, 3w]
                          (q.shape[0], q.shape[1], window, 3 * window), queries, grad=queries.requires_grad,
                          writes_out=True)
     return SparsePattern(wrapped_index, inverse, weights, window)
