@@ -4,27 +4,20 @@
 * progress: ``--no-progress`` hides the bar; ``--quiet`` (where a tool has it) means errors only;
 * device: ``auto`` (CUDA when available, else CPU) unless ``--device`` says otherwise;
 * errors: one line ``error: <file>: <problem>`` on stderr, exit status 2, for usage errors too
-  (:class:`ArgumentParser`).
+  (:class:`ArgumentParser`, :class:`UsageError`; both in :mod:`lcoan.errors`, the one error path).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
+
+from .errors import ArgumentParser, UsageError  # noqa: F401 - ArgumentParser: every CLI imports it from here
 
 # Every CLI's --weights: a name from the weights table (lcoan/pretrained.py) or a file.
 WEIGHTS_HELP = ("a bundled weights name (edge_x2, ...; see lcoan/pretrained.py) or a .safetensors/.pt file "
                 "(default: the bundled weights for --scale)")
 DEFAULT_OVERLAP = 32  # LR pixels: above the 29-pixel receptive-field radius of `edge` without attention
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the project's error format: one line ``error: ... (see --help)``, exit 2."""
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def add_inference_args(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:
@@ -40,19 +33,19 @@ def add_inference_args(parser: argparse.ArgumentParser, device_default: str = "a
 
 
 def inference_device(args: argparse.Namespace) -> torch.device:
-    """Validate --tile/--tile-overlap/--device; raises ValueError with a one-line message."""
+    """Validate --tile/--tile-overlap/--device; raises :class:`UsageError` (a ValueError)."""
     if args.tile is not None and args.tile <= 0:
-        raise ValueError(f"--tile must be positive, got {args.tile}")
+        raise UsageError(f"--tile must be positive, got {args.tile}")
     if args.tile_overlap < 0:
-        raise ValueError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
+        raise UsageError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
     if args.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
-        raise ValueError(f"invalid --device {args.device!r} ({exc})") from None
+        raise UsageError(f"invalid --device {args.device!r} ({exc})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
+        raise UsageError("--device cuda requested but CUDA is not available")
     return device
 
 

@@ -6,13 +6,16 @@ exit-status table, and :func:`run_cli`, which turns those problems into one line
     if __name__ == "__main__":
         run_cli(main)           # main(argv) -> exit status; errors -> "error: <one line>", status 2
 
-Library code raises; only ``run_cli`` prints and exits, so a library caller still gets the
-exception. Imports nothing (not torch), so every stage can use it.
+Library code raises; only ``run_cli`` (or :func:`exit_status`, for a ``main`` that Python code
+calls and that returns its status) prints, so a library caller still gets the exception. Usage
+errors take the same line (:class:`ArgumentParser`). Imports nothing heavy (not torch), so every
+stage, the Triton launcher included, can use it.
 """
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Optional, Sequence
 
 # The exit statuses of every tool (app/cli.py's table uses the same numbers).
 EXIT_OK = 0           # done
@@ -31,6 +34,10 @@ class LcoanError(Exception):
     exit_code = EXIT_USAGE
 
 
+class UsageError(LcoanError, ValueError):
+    """A bad option value that argparse cannot see (``--tile 0``, ``--device cuda`` without CUDA)."""
+
+
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
@@ -46,14 +53,30 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise SystemExit(report(message, code))
 
 
-def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
-    """Run ``main(argv)`` and exit with its status; a :class:`LcoanError` (or a missing input file)
-    becomes one ``error:`` line and its ``exit_code``, Ctrl-C one ``interrupted`` line and 130."""
+Main = Callable[[Optional[Sequence[str]]], Optional[int]]
+
+
+def exit_status(main: Main, argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``main(argv)`` and return its exit status; a :class:`LcoanError` (or a missing input
+    file) becomes one ``error:`` line and its ``exit_code``, Ctrl-C one ``interrupted`` line and 130.
+    Any other exception is a bug and keeps its traceback."""
     try:
         status = main(argv)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        return EXIT_INTERRUPTED
     except (LcoanError, FileNotFoundError) as exc:
-        fail(one_line(exc), getattr(exc, "exit_code", EXIT_USAGE))
-    raise SystemExit(int(status or 0))
+        return report(one_line(exc), getattr(exc, "exit_code", EXIT_USAGE))
+    return int(status or 0)
+
+
+def run_cli(main: Main, argv: Optional[Sequence[str]] = None) -> NoReturn:
+    """:func:`exit_status`, then exit with it: the ``__main__`` of every tool."""
+    raise SystemExit(exit_status(main, argv))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line ``error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
+        fail(f"{message} (see {self.prog} --help)", EXIT_USAGE)

@@ -40,8 +40,7 @@ from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
 from .tiling import tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
-from .errors import report
-from .errors import LcoanError
+from .errors import LcoanError, exit_status, run_cli
 
 __all__ = ["evaluate", "evaluate_set", "bicubic_upscale", "format_table", "default_benchmark_root", "main"]
 
@@ -178,7 +177,7 @@ def format_table(result: dict, model_name: str = "LCoAN") -> str:
 
 
 # --------------------------------------------------------------------------- CLI
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _run(argv: Optional[Sequence[str]]) -> int:
     parser = ArgumentParser(
         prog="python -m lcoan.evaluate",
         description="PSNR/SSIM (Y channel, shave = scale) of an LCoAN model and of bicubic on benchmark sets.")
@@ -191,32 +190,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_inference_args(parser)
     args = parser.parse_args(argv)
 
-    from . import CheckpointError
-
-    from .safeio import OutputError, refuse_overwrite
-    try:
-        device = inference_device(args)
-        if args.json:
-            refuse_overwrite(args.json, [args.weights], what="--json file")
-    except (ValueError, OutputError) as exc:
-        return report(str(exc))
-    try:
-        model, weights = load_cli_model(args)
-        result = evaluate(model, args.data, args.sets, scale=model.scale, tile=args.tile,
-                          overlap=args.tile_overlap, device=device, progress=not args.no_progress)
-    except (CheckpointError, EvaluationError) as exc:
-        return report(str(exc))
+    from .safeio import atomic_write, refuse_overwrite
+    device = inference_device(args)
+    if args.json:
+        refuse_overwrite(args.json, [args.weights], what="--json file")
+    model, weights = load_cli_model(args)
+    result = evaluate(model, args.data, args.sets, scale=model.scale, tile=args.tile,
+                      overlap=args.tile_overlap, device=device, progress=not args.no_progress)
     result["weights"] = str(weights)
     print(format_table(result, model_name=f"LCoAN ({weights.name})"))
     if args.json:
-        from .safeio import OutputError, atomic_write
-        try:
-            out = atomic_write(args.json, json.dumps(result, indent=2))
-        except OutputError as exc:
-            return report(str(exc))
-        print(f"wrote {out}", file=sys.stderr)
+        print(f"wrote {atomic_write(args.json, json.dumps(result, indent=2))}", file=sys.stderr)
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m lcoan.evaluate`` (and the ``lcoan-evaluate`` script): returns the exit status;
+    errors are one line (:func:`lcoan.errors.exit_status`)."""
+    return exit_status(_run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(_run)

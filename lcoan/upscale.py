@@ -62,7 +62,7 @@ from .data.resize import imresize
 from .safeio import OutputError, refuse_overwrite
 from .tiling import MemoryEstimateError, check_memory, tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
-from .errors import report
+from .errors import LcoanError, UsageError, exit_status, run_cli
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
            "DEFAULT_OVERLAP", "NonFiniteOutput"]
@@ -85,7 +85,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-class NonFiniteOutput(ValueError):
+class NonFiniteOutput(LcoanError, ValueError):
     """The model produced NaN or Inf for an image: an error for that image, never a picture."""
 
 
@@ -219,7 +219,7 @@ def _plan(files: List[Path], out_dir: Path, scale: int):
 
 
 # --------------------------------------------------------------------------- CLI
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _run(argv: Optional[Sequence[str]]) -> int:
     parser = ArgumentParser(
         prog="python -m lcoan.upscale",
         description="Upscale images with LCoAN. Folders are read non-recursively; "
@@ -232,25 +232,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from tqdm import tqdm
 
-    from . import CheckpointError
-
-    try:
-        device = inference_device(args)
-    except ValueError as exc:
-        return report(str(exc))
+    device = inference_device(args)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
-        return report(f"output '{out_dir}' exists and is not a folder")
+        raise UsageError(f"output '{out_dir}' exists and is not a folder")
 
     files, problems = collect_inputs(args.inputs)
     if not files:
         detail = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
-        return report("no input images" + detail)
-    try:
-        model, weights = load_cli_model(args)
-        model = model.to(device)
-    except CheckpointError as exc:
-        return report(str(exc))
+        raise UsageError("no input images" + detail)
+    model, weights = load_cli_model(args)
+    model = model.to(device)
     scale = model.scale
     jobs, clashes = _plan(files, out_dir, scale)
     problems += clashes
@@ -285,5 +277,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 1 if failed else 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m lcoan.upscale`` (and the ``lcoan-upscale`` script): returns the exit status;
+    errors are one line (:func:`lcoan.errors.exit_status`)."""
+    return exit_status(_run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(_run)
