@@ -111,20 +111,15 @@ def _sync(device: torch.device) -> None:
 
 
 def time_ms(fn, device: torch.device, iters: int, warmup: int = 3) -> float:
-    """Mean milliseconds per call: CUDA events around ``iters`` back-to-back calls."""
+    """Mean milliseconds per call: CUDA events on a GPU, the wall clock on the CPU."""
     import torch
 
+    from plugins.gpu_check import cuda_ms
+
+    if device.type == "cuda":
+        return cuda_ms(torch, fn, iters, warmup)
     for _ in range(warmup):
         fn()
-    _sync(device)
-    if device.type == "cuda":
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        stop.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(stop) / iters
     t0 = time.perf_counter()
     for _ in range(iters):
         fn()

@@ -193,6 +193,21 @@ def run_sanitizer(tool: str, sanitizer: str, timeout: int = 180) -> dict:
             "cases": [list(c) for c in SANITIZER_CASES], "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def cuda_ms(torch, fn, iters: int, warmup: int = 3) -> float:
+    """Mean milliseconds of ``fn()``: CUDA events around ``iters`` back-to-back calls, after
+    ``warmup`` untimed ones (benchmarks/gpu_fps.py times whole models with it too)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    stop.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(stop) / iters
+
+
 def torch_sort_ms(torch, ids_np, k: int, iters: int):
     ids = torch.from_numpy(ids_np).cuda()
     arange = torch.arange(ids.shape[-1], device=ids.device, dtype=torch.int64).expand_as(ids)
@@ -205,16 +220,8 @@ def torch_sort_ms(torch, ids_np, k: int, iters: int):
         return perm, inv
 
     perm, inv = run()
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        run()
-    stop.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(stop) / iters, perm.int().cpu().numpy(), inv.int().cpu().numpy()
+    ms = cuda_ms(torch, run, iters)
+    return ms, perm.int().cpu().numpy(), inv.int().cpu().numpy()
 
 
 def run_timing(lib, iters: int, log=print) -> tuple[list[dict], str | None]:
