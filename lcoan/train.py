@@ -35,7 +35,7 @@ from . import build_model
 from .checkpoint import (CheckpointError, build_from_checkpoint, first_non_finite, read_checkpoint,  # noqa: F401
                          save_checkpoint, save_safetensors)
 from .safeio import OutputError, refuse_overwrite, remove_orphans
-from .errors import LcoanError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, LcoanError, exit_status, one_line, report, run_cli
 
 DEFAULTS: dict = {
     "model": {"preset": "edge", "scale": 2},
@@ -214,7 +214,7 @@ class StepBatches(Sampler):
     def __init__(self, n_items: int, global_batch: int, seed: int, start: int, stop: int,
                  rank: int = 0, world: int = 1):
         if n_items < global_batch:
-            raise ValueError(f"{n_items} training samples cannot fill a batch of {global_batch}")
+            raise ConfigError(f"{n_items} training samples cannot fill a batch of {global_batch}")
         self.n, self.batch, self.seed = n_items, global_batch, seed
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
         self.steps_per_epoch = n_items // global_batch
@@ -247,7 +247,7 @@ def build_datasets(cfg: dict, scale: int):
             raise FileNotFoundError(f"{folder}: training folder not found (set data.root or data.train)")
     if data.get("paired"):
         if len(train_dirs) != 1:
-            raise ValueError("data.paired expects one dataset root in data.train")
+            raise ConfigError("data.paired expects one dataset root in data.train")
         train = PairedDataset(train_dirs[0], scale, patch_size=data["patch"], train=True, repeat=data["repeat"],
                               hr_dir=data.get("hr_dir", "HR"), lr_dir=data.get("lr_dir", "LR_bicubic/X{s}"))
     else:
@@ -296,12 +296,16 @@ def init_from_other_scale(model, path) -> None:
     model.load_state_dict(keep, strict=False)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(LcoanError, RuntimeError):
     """A non-finite loss or non-finite weights; one line, nothing more is saved."""
 
+    exit_code = EXIT_FAILED  # the command was right; the run failed
 
-class TrainingInterrupted(RuntimeError):
+
+class TrainingInterrupted(LcoanError, RuntimeError):
     """Ctrl-C: the current step was finished and ``checkpoint`` saved (None if none could be)."""
+
+    exit_code = EXIT_INTERRUPTED
 
     def __init__(self, step: int, checkpoint: Path | None):
         super().__init__(f"interrupted at step {step}")
@@ -377,7 +381,7 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
     if tc.get("threads"):
         torch.set_num_threads(int(tc["threads"]))
     if tc["batch_size"] % world:
-        raise ValueError(f"batch_size {tc['batch_size']} must divide evenly over {world} processes")
+        raise ConfigError(f"batch_size {tc['batch_size']} must divide evenly over {world} processes")
     out = Path(tc["out"])
     torch.manual_seed(tc["seed"])
     random.seed(tc["seed"])
@@ -465,7 +469,7 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ValueError("train.tensorboard=true needs TensorBoard: pip install tensorboard") from None
+            raise ConfigError("train.tensorboard=true needs TensorBoard: pip install tensorboard") from None
         writer = SummaryWriter(out / "tb")
     from tqdm import tqdm
     bar = tqdm(total=tc["steps"], initial=step, disable=rank != 0, dynamic_ncols=True, unit="it")
@@ -556,7 +560,7 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
     return final
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     from .cli import ArgumentParser
     parser = ArgumentParser(prog="python -m lcoan.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, metavar="YAML",
@@ -608,11 +612,23 @@ def main(argv: list[str] | None = None) -> int:
             resume_cmd += " --resume"
             print(f"interrupted at step {exc.step}: saved {exc.checkpoint}; continue with:\n  {resume_cmd}",
                   file=sys.stderr)
-        return 130
-    except (CheckpointError, FileNotFoundError, ValueError, OutputError, TrainingDiverged) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1 if isinstance(exc, (OutputError, TrainingDiverged)) else 2
+        return EXIT_INTERRUPTED
+    except OutputError as exc:  # a full disk mid-run: the command was right, the run failed
+        return report(one_line(exc), EXIT_FAILED)
+    except ValueError as exc:
+        if isinstance(exc, LcoanError):
+            raise
+        # values the config schema cannot see (a width the network refuses, a scale the data
+        # cannot give) surface from the layers below as ValueError; they are config problems too
+        raise ConfigError(one_line(exc)) from None
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lcoan.train`` (and the ``lcoan-train`` script): returns the exit status; errors
+    are one line (:func:`lcoan.errors.exit_status`), Ctrl-C during training saves ``last.pt`` and
+    prints the ``--resume`` command (status 130)."""
+    return exit_status(_run, argv)
 
 
 def _main_thread() -> bool:
@@ -621,4 +637,4 @@ def _main_thread() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(_run)
