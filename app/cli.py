@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Optional
 
 from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
-from .io import VIDEO_SUFFIXES, SinkError, SourceError, open_sink, open_source
+from .io import VIDEO_SUFFIXES, SinkError, open_sink, open_source
 from .pipeline import STAGES, Pipeline, PipelineConfig
 from lcoan.cli import DEFAULT_OVERLAP
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# The output was written, but from damaged input: corrupt or unreadable frames/files skipped, a
-# truncated video, or frames whose model output was not finite. Never 0: it must not look like success.
-EXIT_DAMAGED = 3
+# The exit statuses are every tool's (lcoan.errors). EXIT_DAMAGED: the output was written, but from
+# damaged input (corrupt or unreadable frames/files skipped, a truncated video, frames whose model
+# output was not finite); never 0, it must not look like success.
+from lcoan.errors import (EXIT_DAMAGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: F401
+                          exit_status, one_line, report, run_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +130,7 @@ def print_summary(s: dict, stream=sys.stderr) -> None:
           file=stream)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _run(argv: Optional[list[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if hasattr(signal, "SIGXFSZ") and _main_thread():
@@ -140,25 +140,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("give INPUT (or --synthetic N)")
     if args.batch < 1 or (args.tile is not None and args.tile < 1) or args.preview_every < 1:
         parser.error("--batch, --tile and --preview-every must be positive")
-    try:
-        backend = load_backend(args.backend, args.model, scale=args.scale, precision=args.precision,
-                               device=None if args.device == "auto" else args.device, threads=args.threads, plugins=args.plugins,
-                               url=args.url, tile=args.tile, overlap=args.overlap)
-        if args.scale and backend.scale != args.scale:
-            raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
-        if args.simulate_latency_ms > 0:
-            backend = SlowedBackend(backend, args.simulate_latency_ms / 1e3)
-        source = open_source(spec, queue_size=args.queue_size)
-        if source.fps is None:
-            from fractions import Fraction
-            source.fps = Fraction(args.fps).limit_denominator(1001)
-            source.time_base = 1 / source.fps
-        output = args.output if args.output is not None else default_output(spec, backend.scale)
-        _refuse_side_outputs(args, source)
-        sink = open_sink(output, source, codec=args.codec, crf=args.crf, scale=backend.scale)
-    except (BackendUnavailable, SourceError, SinkError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USAGE
+    # Setup errors (BackendUnavailable, SourceError, SinkError: LcoanErrors) are one line, status 2.
+    backend = load_backend(args.backend, args.model, scale=args.scale, precision=args.precision,
+                           device=None if args.device == "auto" else args.device, threads=args.threads, plugins=args.plugins,
+                           url=args.url, tile=args.tile, overlap=args.overlap)
+    if args.scale and backend.scale != args.scale:
+        raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
+    if args.simulate_latency_ms > 0:
+        backend = SlowedBackend(backend, args.simulate_latency_ms / 1e3)
+    source = open_source(spec, queue_size=args.queue_size)
+    if source.fps is None:
+        from fractions import Fraction
+        source.fps = Fraction(args.fps).limit_denominator(1001)
+        source.time_base = 1 / source.fps
+    output = args.output if args.output is not None else default_output(spec, backend.scale)
+    _refuse_side_outputs(args, source)
+    sink = open_sink(output, source, codec=args.codec, crf=args.crf, scale=backend.scale)
 
     # A backend that cuts its own windows (triton: sent concurrently) must not get tiles of tiles.
     tile = None if getattr(backend, "tiles_itself", False) else args.tile
@@ -199,18 +196,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             atomic_write(args.json, json.dumps(summary, indent=2))
         except OutputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            status = EXIT_FAILED
+            status = report(one_line(exc), EXIT_FAILED)
     if summary["error"]:
-        print(f"error: {' '.join(str(summary['error']).split())}", file=sys.stderr)
-        return EXIT_FAILED
+        return report(summary["error"], EXIT_FAILED)
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
     if problems or summary.get("nonfinite"):
-        print(f"error: {len(problems)} problem(s) with the input or output (listed above); "
-              f"{summary['frames_out']} good frame(s) written to {output}", file=sys.stderr)
-        return EXIT_DAMAGED
+        return report(f"{len(problems)} problem(s) with the input or output (listed above); "
+                      f"{summary['frames_out']} good frame(s) written to {output}", EXIT_DAMAGED)
     return status
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m app`` (and the ``lcoan-app`` script): returns the exit status; setup errors are
+    one line, status 2 (:func:`lcoan.errors.exit_status`)."""
+    return exit_status(_run, argv)
 
 
 def _refuse_side_outputs(args, source) -> None:
@@ -232,4 +232,4 @@ def _main_thread() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(_run)
