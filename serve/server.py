@@ -21,7 +21,6 @@ The server is stopped by its PID (SIGTERM, then SIGKILL after a grace period).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -36,12 +35,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from lcoan.errors import EXIT_FAILED, ArgumentParser, LcoanError, exit_status, one_line, report, run_cli
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-serve"
 LOOPBACK = "127.0.0.1"
 
 
-class ServeError(RuntimeError):
+class ServeError(LcoanError, RuntimeError):
     """A problem the user can fix (missing serving venv, bad repository); the message is one line."""
 
     def __init__(self, message: str):
@@ -242,8 +243,8 @@ class TritonServer:
         self.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve.server", description=__doc__.split("\n\n")[0])
+def _run(argv: list[str] | None) -> int:
+    p = ArgumentParser(prog="python -m serve.server", description=__doc__.split("\n\n")[0])
     p.add_argument("repository", help="model repository (python -m export.to_triton --out DIR)")
     p.add_argument("--config", default="cpu", help="--model-config-name (default cpu: the only config "
                    "the bundled server, which has no TensorRT backend, can load)")
@@ -255,13 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend-dir", help="where the Python backend folder is assembled (default: a temporary "
                    "folder; with --print-command: ./triton_backends)")
     args = p.parse_args(argv)
-    try:
-        server = TritonServer(args.repository, config_name=args.config or None, http_port=args.http_port,
-                              grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-                              backend_dir=args.backend_dir or ("triton_backends" if args.print_command else None))
-    except ServeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # A missing serving venv or repository: ServeError, one line, status 2 (lcoan.errors).
+    server = TritonServer(args.repository, config_name=args.config or None, http_port=args.http_port,
+                          grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                          backend_dir=args.backend_dir or ("triton_backends" if args.print_command else None))
     if args.print_command:
         backend_directory(server.env, server.backend_dir)
         env = server_environ(server.env, {})
@@ -279,11 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
     except KeyboardInterrupt:
         server.close()
-        return 1
-    except ServeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ServeError as exc:  # the server itself failed to come up: the command was right
         server.close()
-        return 1
+        return report(one_line(exc), EXIT_FAILED)
     print(f"tritonserver (PID {server.pid}) serving {args.repository} with config {args.config}: "
           f"HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; Ctrl-C stops it",
           file=sys.stderr)
@@ -295,8 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         status = server.stop()
         server._tmp.cleanup()
-    return 0 if status in (0, -signal.SIGTERM, None) else 1
+    return 0 if status in (0, -signal.SIGTERM, None) else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serve.server``: returns the exit status; errors are one line
+    (:func:`lcoan.errors.exit_status`)."""
+    return exit_status(_run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(_run)
