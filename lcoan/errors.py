@@ -39,6 +39,9 @@ class UsageError(LcoanError, ValueError):
 
 
 def one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, LcoanError) and exc.filename and exc.strerror:
+        # "[Errno 2] No such file or directory: 'x'" puts the file last and the errno first
+        return " ".join(f"{exc.filename}: {exc.strerror}".split())
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
 
