@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -34,6 +34,8 @@ from .preview import write_preview
 __all__ = ["PipelineConfig", "Pipeline", "LatencyHistogram", "rss_mb", "STAGES"]
 
 STAGES = ("decode", "pre", "infer", "post", "encode")
+# Each stage but the first reads the queue named after it and puts into the next stage's queue.
+_DOWNSTREAM = dict(zip(STAGES, STAGES[1:]))
 _END = object()
 
 
@@ -170,6 +172,44 @@ class Pipeline:
         self.source.stop()
 
     # ------------------------------------------------------------------ stages
+    # A stage is a body that :meth:`_stage` runs in its own thread. The body takes its items from
+    # its queue with :meth:`_inbox` / :meth:`_take` (decode: from the source) and puts results
+    # downstream; it returns early when a put fails (the run has failed). However the body ends, the
+    # end marker follows downstream so the later stages finish and the sink is closed, and an
+    # exception fails the whole run (reported by run()).
+    def _stage(self, name: str, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._fail(name, exc)
+        finally:
+            if name in _DOWNSTREAM:
+                self._put(_DOWNSTREAM[name], _END)
+
+    def _take(self, name: str, passthrough: Callable[[Passthrough], object], wait: bool = True):
+        """The next item of stage ``name``'s queue, or the end marker; packets copied without
+        decoding go to ``passthrough``, in order, and are never returned. ``wait=False``: None
+        when nothing is queued."""
+        while True:
+            if wait:
+                item = self._get(name)
+            else:
+                try:
+                    item = self.queues[name].get_nowait()
+                except queue.Empty:
+                    return None
+            if not isinstance(item, Passthrough):
+                return item
+            passthrough(item)
+
+    def _inbox(self, name: str, passthrough: Callable[[Passthrough], object]) -> Iterator:
+        """Stage ``name``'s items (see :meth:`_take`) up to the end marker."""
+        while (item := self._take(name, passthrough)) is not _END:
+            yield item
+
+    def _forward(self, name: str) -> Callable[[Passthrough], object]:
+        return lambda item: self._put(name, item)
+
     def _decode(self) -> None:
         cfg, src = self.cfg, self.source
         clock0 = None
@@ -212,57 +252,39 @@ class Pipeline:
         except SourceError as exc:  # the input broke mid-stream: frames already read still finish
             if self.error is None:
                 self.error, self.error_stage = exc, "decode"
-        except BaseException as exc:  # noqa: BLE001 - reported by run()
-            self._fail("decode", exc)
-        finally:
-            self._put("pre", _END)
 
     def _preprocess(self) -> None:
         cfg = self.cfg
-        try:
+        forward = self._forward("infer")
+        pending = None
+        while True:
+            item = pending if pending is not None else self._take("pre", forward)
             pending = None
-            done = False
-            while not done:
-                item = pending if pending is not None else self._get("pre")
-                pending = None
-                if item is _END:
+            if item is _END:
+                return
+            frames, ended = [item], False
+            while len(frames) < cfg.batch:
+                # offline a batch waits to be full; in real time it takes what is queued
+                nxt = self._take("pre", forward, wait=not cfg.realtime)
+                if nxt is None:
                     break
-                if isinstance(item, Passthrough):
-                    self._put("infer", item)
-                    continue
-                frames = [item]
-                while len(frames) < cfg.batch:
-                    if cfg.realtime:
-                        try:
-                            nxt = self.queues["pre"].get_nowait()
-                        except queue.Empty:
-                            break
-                    else:
-                        nxt = self._get("pre")
-                    if nxt is _END:
-                        done = True
-                        break
-                    if isinstance(nxt, Passthrough):
-                        self._put("infer", nxt)
-                        continue
-                    if nxt.image.shape != item.image.shape:
-                        pending = nxt
-                        break
-                    frames.append(nxt)
-                t = time.perf_counter()
-                array = np.empty((len(frames), 3) + frames[0].image.shape[:2], dtype=np.float32)
-                for i, f in enumerate(frames):
-                    np.multiply(f.image.transpose(2, 0, 1), 1.0 / 255.0, out=array[i], casting="unsafe")
-                    if self._wants_preview(f):
-                        f.lr = f.image
-                    f.image = None
-                self.latency["pre"].add((time.perf_counter() - t) / len(frames), len(frames))
-                if not self._put("infer", _Batch(frames, array)):
-                    return
-        except BaseException as exc:  # noqa: BLE001
-            self._fail("pre", exc)
-        finally:
-            self._put("infer", _END)
+                if nxt is _END:
+                    ended = True
+                    break
+                if nxt.image.shape != item.image.shape:  # a size change closes the batch
+                    pending = nxt
+                    break
+                frames.append(nxt)
+            t = time.perf_counter()
+            array = np.empty((len(frames), 3) + frames[0].image.shape[:2], dtype=np.float32)
+            for i, f in enumerate(frames):
+                np.multiply(f.image.transpose(2, 0, 1), 1.0 / 255.0, out=array[i], casting="unsafe")
+                if self._wants_preview(f):
+                    f.lr = f.image
+                f.image = None
+            self.latency["pre"].add((time.perf_counter() - t) / len(frames), len(frames))
+            if not self._put("infer", _Batch(frames, array)) or ended:
+                return
 
     def _run_backend(self, x: np.ndarray) -> np.ndarray:
         be, cfg = self.backend, self.cfg
@@ -287,29 +309,18 @@ class Pipeline:
         return tiled_forward(fn, torch.from_numpy(x), be.scale, tile=tile, overlap=cfg.overlap).numpy()
 
     def _infer(self) -> None:
-        try:
-            while True:
-                item = self._get("infer")
-                if item is _END:
-                    break
-                if isinstance(item, Passthrough):
-                    self._put("post", item)
-                    continue
-                if self._abort.is_set():
-                    with self._count_lock:
-                        self.discarded += len(item.frames)
-                    continue
-                t = time.perf_counter()
-                out = self._run_backend(item.array)
-                dt = time.perf_counter() - t
-                self.latency["infer"].add(dt, len(item.frames))
-                item.array = out
-                if not self._put("post", item):
-                    return
-        except BaseException as exc:  # noqa: BLE001
-            self._fail("infer", exc)
-        finally:
-            self._put("post", _END)
+        for item in self._inbox("infer", self._forward("post")):
+            if self._abort.is_set():
+                with self._count_lock:
+                    self.discarded += len(item.frames)
+                continue
+            t = time.perf_counter()
+            out = self._run_backend(item.array)
+            dt = time.perf_counter() - t
+            self.latency["infer"].add(dt, len(item.frames))
+            item.array = out
+            if not self._put("post", item):
+                return
 
     def _wants_preview(self, frame: Frame) -> bool:
         return bool(self.cfg.preview_dir and self.cfg.preview_every and frame.index % self.cfg.preview_every == 0)
@@ -320,67 +331,47 @@ class Pipeline:
         self.previews += 1
 
     def _postprocess(self) -> None:
-        try:
-            while True:
-                item = self._get("post")
-                if item is _END:
-                    break
-                if isinstance(item, Passthrough):
-                    self._put("encode", item)
+        for item in self._inbox("post", self._forward("encode")):
+            t = time.perf_counter()
+            out = item.array
+            n = len(item.frames)
+            good = []
+            for i, f in enumerate(item.frames):
+                bad = out[i].size - int(np.count_nonzero(np.isfinite(out[i])))
+                if bad:  # clipping would save NaN as black and Inf as white: not a picture
+                    with self._count_lock:
+                        self.nonfinite += 1
+                        if len(self.problems) < 1000:
+                            self.problems.append(
+                                f"frame {f.index}" + (f" ({f.path or f.name})" if f.path or f.name else "")
+                                + f": the model output has {bad} non-finite value(s) (NaN/Inf); not written")
+                    f.lr = None
                     continue
-                t = time.perf_counter()
-                out = item.array
-                n = len(item.frames)
-                good = []
-                for i, f in enumerate(item.frames):
-                    bad = out[i].size - int(np.count_nonzero(np.isfinite(out[i])))
-                    if bad:  # clipping would save NaN as black and Inf as white: not a picture
-                        with self._count_lock:
-                            self.nonfinite += 1
-                            if len(self.problems) < 1000:
-                                self.problems.append(
-                                    f"frame {f.index}" + (f" ({f.path or f.name})" if f.path or f.name else "")
-                                    + f": the model output has {bad} non-finite value(s) (NaN/Inf); not written")
-                        f.lr = None
-                        continue
-                    good.append(f)
-                    img = np.clip(out[i], 0.0, 1.0).transpose(1, 2, 0) * 255.0
-                    f.image = np.ascontiguousarray((img + 0.5).astype(np.uint8))
-                    if f.lr is not None:
-                        self._preview(f, f.image)
-                        f.lr = None
-                self.latency["post"].add((time.perf_counter() - t) / n, n)
-                item.array = None
-                for f in good:
-                    if not self._put("encode", f):
-                        return
-        except BaseException as exc:  # noqa: BLE001
-            self._fail("post", exc)
-        finally:
-            self._put("encode", _END)
+                good.append(f)
+                img = np.clip(out[i], 0.0, 1.0).transpose(1, 2, 0) * 255.0
+                f.image = np.ascontiguousarray((img + 0.5).astype(np.uint8))
+                if f.lr is not None:
+                    self._preview(f, f.image)
+                    f.lr = None
+            self.latency["post"].add((time.perf_counter() - t) / n, n)
+            item.array = None
+            for f in good:
+                if not self._put("encode", f):
+                    return
 
     def _encode(self) -> None:
-        try:
-            while True:
-                item = self._get("encode")
-                if item is _END:
-                    break
-                if isinstance(item, Passthrough):
-                    self.sink.write_passthrough(item)
-                    continue
-                t = time.perf_counter()
-                self.sink.write(item)
-                now = time.perf_counter()
-                self.latency["encode"].add(now - t)
-                self.latency["e2e"].add(now - item.t_source)
-                if "capture" in item.stamps:
-                    self.latency["capture"].add(now - item.stamps["capture"])
-                with self._count_lock:
-                    self.frames_out += 1
-                if self.frames_out == self.WARM_FRAMES:
-                    self.rss_warm = rss_mb()
-        except BaseException as exc:  # noqa: BLE001
-            self._fail("encode", exc)
+        for item in self._inbox("encode", self.sink.write_passthrough):
+            t = time.perf_counter()
+            self.sink.write(item)
+            now = time.perf_counter()
+            self.latency["encode"].add(now - t)
+            self.latency["e2e"].add(now - item.t_source)
+            if "capture" in item.stamps:
+                self.latency["capture"].add(now - item.stamps["capture"])
+            with self._count_lock:
+                self.frames_out += 1
+            if self.frames_out == self.WARM_FRAMES:
+                self.rss_warm = rss_mb()
 
     # ------------------------------------------------------------------ run
     def depths(self) -> dict:
@@ -391,9 +382,9 @@ class Pipeline:
         called from this thread about every ``tick_s`` seconds (progress display)."""
         self.rss_start = rss_mb()
         self.t_start = time.perf_counter()
-        threads = [threading.Thread(target=fn, name=f"app-{name}", daemon=True)
-                   for name, fn in zip(STAGES, (self._decode, self._preprocess, self._infer,
-                                                 self._postprocess, self._encode))]
+        bodies = (self._decode, self._preprocess, self._infer, self._postprocess, self._encode)
+        threads = [threading.Thread(target=self._stage, args=(name, body), name=f"app-{name}", daemon=True)
+                   for name, body in zip(STAGES, bodies)]
         for th in threads:
             th.start()
         try:
