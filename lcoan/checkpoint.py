@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -169,7 +170,27 @@ def _load_error_reason(exc: BaseException) -> str:
     return first[:200]
 
 
+def _check_zip(path: Path) -> None:
+    """A damaged torch zip is refused here, in Python, before torch's C++ reader sees it: that
+    reader reports it by throwing a C++ exception, and once some native libraries are loaded in
+    the process (the app's video and GStreamer stack) such an exception can abort the process
+    instead of arriving as a RuntimeError."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"PK":
+            return  # a legacy pickle: read by Python's unpickler, not the zip reader
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(path, f"not a readable weights file ({' '.join(str(exc).split())}; "
+                                    "the file is truncated or damaged)") from None
+    if bad is not None:
+        raise CheckpointError(path, f"not a readable weights file (member {bad} fails its CRC check; "
+                                    "the file is damaged)")
+
+
 def _torch_load(path: Path) -> dict:
+    _check_zip(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with forbidden globals, not a torch file

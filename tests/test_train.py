@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -107,6 +108,23 @@ def test_corrupt_checkpoint_gives_one_line_error(tmp_path, capsys):
                  "--resume", str(bad)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and str(bad) in err and len(err.splitlines()) == 1
+
+
+def test_damaged_zip_member_is_refused_before_torch_reads_it(tmp_path):
+    # torch's C++ zip reader reports damage by throwing across native code; the CRC check in
+    # Python refuses the file first, with the file's name
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, build_model("tiny"), step=1)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)  # a tensor's storage
+    off = info.header_offset  # local header: 30 bytes, then name and extra of the lengths at 26 and 28
+    start = off + 30 + int.from_bytes(data[off + 26:off + 28], "little") + int.from_bytes(data[off + 28:off + 30], "little")
+    data[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="fails its CRC check") as err:
+        load_model(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_weight_ema_is_what_gets_released(tmp_path):
