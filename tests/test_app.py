@@ -326,3 +326,18 @@ def test_tiles_and_engine_profile_limits_give_the_same_frames(tmp_path):
         assert a.shape == (56, 80, 3)
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
         assert np.abs(a.astype(int) - c.astype(int)).max() <= 1
+
+
+def test_torch_backend_runs_nhwc_without_touching_the_callers_model(tiny) -> None:
+    import torch
+
+    batch = np.random.default_rng(0).random((2, 3, 24, 40), dtype=np.float32)
+    with torch.inference_mode():
+        expected = tiny(torch.from_numpy(batch)).numpy()
+    backend = TorchBackend(tiny, device="cpu")
+    got = backend.infer(batch)
+    assert got.shape == expected.shape and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # NHWC changes float rounding only
+    assert next(backend.model.parameters()).is_contiguous(memory_format=torch.channels_last)
+    weight = next(tiny.parameters())  # the caller's module keeps its own layout and dtype
+    assert weight.is_contiguous() and weight.dtype == torch.float32
