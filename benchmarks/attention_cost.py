@@ -5,8 +5,9 @@ and where that time goes, stage by stage.
                                         [--threads 1] [--json out/benchmarks/attention_cost.json]
 
 For each case (preset at an LR size) it times the ``lcoa`` model and the ``attention="none"``
-model side by side in one process (runs interleaved, min of ``--repeats``), in PyTorch and in
-the exported FP32 graph (counting sort) on ONNX Runtime. "excess" is lcoa / none - 1; the goal
+model side by side in one process (runs interleaved, min of ``--repeats``), in PyTorch (NCHW,
+and NHWC weights as the app and ``lcoan.upscale`` run them) and in the exported FP32 graph
+(counting sort) on ONNX Runtime. "excess" is lcoa / none - 1; the goal
 is at most 25%. FLOP share is the attention's share of the FLOPs (benchmarks.flops), so
 excess / FLOP share says how many times its FLOP cost the attention really costs.
 
@@ -16,6 +17,7 @@ into the paper's stages). Weights are random: time does not depend on them.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -140,6 +142,13 @@ def main(argv=None) -> int:
                "excess": t_lcoa / t_none - 1, "flop_share": f_lcoa / f_none - 1}
         row["cost_per_flop"] = row["excess"] / row["flop_share"]
         rows.append(row)
+        # NHWC weights, as the app's torch backend and lcoan.upscale run them
+        nhwc = [copy.deepcopy(m).to(memory_format=torch.channels_last) for m in (lcoa, none)]
+        with torch.no_grad():
+            c_lcoa, c_none = _interleaved_min([lambda: nhwc[0](x), lambda: nhwc[1](x)], args.repeats)
+        rows.append({"case": text, "runtime": "PyTorch NHWC", "lcoa_ms": c_lcoa, "none_ms": c_none,
+                     "excess": c_lcoa / c_none - 1, "flop_share": row["flop_share"],
+                     "cost_per_flop": (c_lcoa / c_none - 1) / row["flop_share"]})
         stages = {"case": text, "runtime": "PyTorch", **torch_stages(lcoa, x)}
         stage_rows.append(stages)
         if not args.no_ort:
