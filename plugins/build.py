@@ -12,7 +12,6 @@ binary serves one TensorRT major. ``build()`` is the programmatic entry point us
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -20,7 +19,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from lcoan.errors import LcoanError
+# lcoan.errors imports only the standard library, so gpu_check's bare python3 can still import this
+from lcoan.errors import EXIT_FAILED, ArgumentParser, LcoanError, UsageError, exit_status, run_cli
 
 PLUGINS_DIR = Path(__file__).resolve().parent
 CLUSTER_SORT_DIR = PLUGINS_DIR / "cluster_sort"
@@ -52,7 +52,19 @@ _TRT_SYSTEM_INCLUDE_DIRS = (
 
 
 class BuildError(LcoanError, RuntimeError):
-    """CMake/nvcc are missing or the build failed."""
+    """CMake/nvcc/the TensorRT headers are missing or the build failed."""
+
+
+class BuildFailed(BuildError):
+    """A CMake or compiler command ran and failed. ``str()`` keeps the tail of its output (callers
+    such as gpu_check record it); the command line prints ``output`` as the compiler wrote it, then
+    the one ``error:`` line with ``summary``."""
+
+    exit_code = EXIT_FAILED  # the tools were there and the command was right; the sources did not build
+
+    def __init__(self, summary: str, output: str = ""):
+        super().__init__(f"{summary}\n{output}" if output else summary)
+        self.summary, self.output = summary, output
 
 
 @dataclass(frozen=True)
@@ -152,13 +164,13 @@ def tensorrt_header_version(include_dir: str | os.PathLike) -> tuple[int, int, i
     return parts[0], parts[1], parts[2]
 
 
-def _run(cmd: list[str], verbose: bool) -> None:
+def _call(cmd: list[str], verbose: bool) -> None:
     if verbose:
         print("+", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=not verbose, text=True)
     if proc.returncode != 0:
         tail = ((proc.stdout or "") + (proc.stderr or ""))[-4000:]
-        raise BuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+        raise BuildFailed(f"command failed ({proc.returncode}): {' '.join(cmd)}", tail)
 
 
 def _arch_value(arch: list[str] | list[int] | str | None) -> str | None:
@@ -187,6 +199,9 @@ def build(
     ``werror`` turns warnings in our sources into errors (CI); ``plugins_only`` builds just the plugin
     libraries and their host test (not the harness).
     """
+    if tensorrt_root and not Path(tensorrt_root).is_dir():
+        # else the search below falls through to the system headers and builds for another TensorRT
+        raise BuildError(f"{tensorrt_root}: no such folder (--tensorrt-root, the TensorRT prefix)")
     cmake = shutil.which("cmake")
     if cmake is None:
         raise BuildError("cmake not found on PATH (needed to build plugins/)")
@@ -216,7 +231,7 @@ def build(
         configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={arch_value}")
     if tensorrt_root:
         configure.append(f"-DTENSORRT_ROOT={Path(tensorrt_root).resolve()}")
-    _run(configure, verbose)  # cheap when cached; keeps LCOAN_WERROR and the header set current
+    _call(configure, verbose)  # cheap when cached; keeps LCOAN_WERROR and the header set current
 
     jobs = jobs or max(1, min(os.cpu_count() or 1, 8))
     cmd = [cmake, "--build", str(bdir), "--parallel", str(jobs)]
@@ -224,7 +239,7 @@ def build(
         cmd += ["--target", HARNESS_TARGET]
     elif plugins_only:
         cmd += ["--target", *PLUGIN_TARGETS]
-    _run(cmd, verbose)
+    _call(cmd, verbose)
 
     def existing(name: str) -> Path | None:
         p = bdir / name
@@ -248,8 +263,8 @@ def harness_is_stale(build_dir: str | os.PathLike | None = None) -> bool:
     return not lib.is_file() or lib.stat().st_mtime < _newest_mtime(HARNESS_SOURCES)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m plugins.build", description=__doc__.splitlines()[0])
+def _run(argv: list[str] | None) -> int:
+    ap = ArgumentParser(prog="python -m plugins.build", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", action="append", help="CUDA architecture(s), e.g. 87 or 90-real (repeatable)")
     ap.add_argument("--harness-only", action="store_true", help="build only kernels + ctypes harness (no TensorRT)")
     ap.add_argument("--build-dir", default=None, help=f"default: {DEFAULT_BUILD_DIR}")
@@ -258,12 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--werror", action="store_true", help="warnings in our sources are errors (CI)")
     args = ap.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     try:
         res = build(args.arch, args.harness_only, args.build_dir, args.tensorrt_root, args.jobs, args.verbose,
                     werror=args.werror)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except BuildFailed as e:
+        if e.output.strip():  # the compiler's diagnostics keep their lines; the error line comes last
+            print(e.output.rstrip(), file=sys.stderr)
+        raise BuildFailed(e.summary) from None
     print(f"build dir:      {res.build_dir}")
     print(f"harness:        {res.harness or '-'}")
     if not args.harness_only:
@@ -274,5 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m plugins.build`` (and the ``lcoan-build-plugins`` script): returns the exit status;
+    errors are one line (:func:`lcoan.errors.exit_status`): status 2 for a missing tool or folder,
+    1 for a command that failed."""
+    return exit_status(_run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(_run)

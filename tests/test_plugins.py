@@ -116,6 +116,18 @@ def test_export_does_not_import_plugins() -> None:
             assert not any(n == "plugins" or n.startswith("plugins.") for n in names), path
 
 
+def test_missing_tensorrt_root_is_refused_before_cmake(tmp_path: Path, monkeypatch) -> None:
+    """A wrong --tensorrt-root must not fall through to the system headers (another TensorRT)."""
+    def no_command(*args, **kwargs):
+        raise AssertionError("cmake ran")
+    monkeypatch.setattr(pbuild.subprocess, "run", no_command)
+    missing = tmp_path / "TensorRT-10.3"
+    with pytest.raises(pbuild.BuildError, match="no such folder") as info:
+        pbuild.build(tensorrt_root=missing, build_dir=tmp_path / "build")
+    assert str(info.value).startswith(f"{missing}: ") and "\n" not in str(info.value)
+    assert info.value.exit_code == 2 and not (tmp_path / "build").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # Compilation (CI: nvcc present, no GPU)
 # --------------------------------------------------------------------------------------------
