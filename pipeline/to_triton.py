@@ -10,17 +10,17 @@ A thin command over :func:`serve.triton.write_repository` (see there for the lay
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from engine.build import PRECISIONS
 from export.errors import ExportError, run_cli
+from lcoan.errors import ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
     from serve import triton  # lazily: `--help` should not wait for the serving stack
 
-    p = argparse.ArgumentParser(prog="python -m export.to_triton", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m export.to_triton", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="model repository folder to write")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", help="weights file (default: the bundled weights)")
