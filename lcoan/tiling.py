@@ -22,6 +22,8 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
+from .errors import LcoanError
+
 __all__ = ["tiled_forward", "tile_spans", "estimate_bytes", "available_bytes", "suggest_tile",
            "check_memory", "MemoryEstimateError"]
 
@@ -49,8 +51,9 @@ def tile_spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int, 
     return spans
 
 
-class MemoryEstimateError(MemoryError):
-    """An input that would not fit in memory; the message is one line with a --tile suggestion."""
+class MemoryEstimateError(LcoanError, MemoryError):
+    """An input that would not fit in memory; the message is one line with a --tile suggestion.
+    A MemoryError still, for callers that catch that; an LcoanError, so every CLI shows its line."""
 
 
 def estimate_bytes(h: int, w: int, scale: int, n_feats: int = 64, channels: int = 3) -> int:

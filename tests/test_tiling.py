@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lcoan.tiling import tile_spans, tiled_forward
+from lcoan import errors
+from lcoan.tiling import MemoryEstimateError, check_memory, tile_spans, tiled_forward
 
 
 def conv_sr(scale: int, seed: int = 0) -> nn.Module:
@@ -73,3 +74,17 @@ def test_tile_spans_cover_and_contain(size, tile, overlap):
 def test_wrong_output_size_rejected():
     with pytest.raises(ValueError):
         tiled_forward(lambda x: x, torch.rand(1, 3, 20, 20), 2, tile=8, overlap=2)
+
+
+def test_memory_estimate_error_is_one_cli_line(monkeypatch, capsys):
+    """Every CLI shows it as one line and status 2; callers that catch MemoryError still do."""
+    monkeypatch.setenv("LCOAN_MAX_MEMORY_MB", "1")
+    with pytest.raises(MemoryError):
+        check_memory(2000, 3000, scale=2, n_feats=64, tile=None, overlap=32, name="big.png")
+
+    def main(argv):
+        check_memory(2000, 3000, scale=2, n_feats=64, tile=None, overlap=32, name="big.png")
+    assert errors.exit_status(main, []) == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: big.png: 3000x2000 needs about") and "--tile" in err and err.count("\n") == 1
+    assert issubclass(MemoryEstimateError, errors.LcoanError)
