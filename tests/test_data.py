@@ -274,3 +274,28 @@ def test_unreadable_and_small_images_skipped(tmp_path):
     assert lr.shape == (3, 16, 16) and hr.shape == (3, 32, 32)
     with pytest.raises(IndexError):
         ds[1]
+
+
+def test_no_usable_images_is_one_line_naming_the_folder(tmp_path):
+    from lcoan.data.datasets import DatasetError
+    from lcoan.errors import LcoanError
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetError) as info:
+        HROnlyDataset(empty, 2)
+    text = str(info.value)
+    assert text.startswith(f"{empty}: no usable images (none with the extensions .png") and "\n" not in text
+    assert isinstance(info.value, LcoanError) and isinstance(info.value, RuntimeError)  # old except clauses
+
+    (empty / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnonsense")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DatasetError, match=r"1 found, all skipped"):
+            HROnlyDataset(empty, 2)
+
+    for sub in ("HR", "LR_bicubic/X2"):
+        (tmp_path / "paired" / sub).mkdir(parents=True)
+    with pytest.raises(DatasetError) as info:
+        PairedDataset(tmp_path / "paired", 2)
+    assert str(info.value).startswith(f"{tmp_path / 'paired' / 'HR'}: no usable image pairs for x2")

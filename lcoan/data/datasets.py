@@ -42,15 +42,27 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import LcoanError
 from .imageio import IMAGE_EXTENSIONS, ImageReadError, levels_to_float, read_image_levels
 from .resize import imresize_float, imresize_uint8
 
-__all__ = ["PairedDataset", "HROnlyDataset", "list_images"]
+__all__ = ["PairedDataset", "HROnlyDataset", "DatasetError", "list_images"]
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 Key = Union[int, Tuple[int, int]]
+
+
+class DatasetError(LcoanError, RuntimeError):
+    """A dataset with nothing to train or validate on; ``str()`` is one line naming the folder.
+    A RuntimeError still, for callers that caught the error these datasets raised before."""
+
+
+def _nothing_usable(where: str, found: int, what: str = "images") -> DatasetError:
+    why = (f"{found} found, all skipped (see the warnings above)" if found
+           else f"none with the extensions {' '.join(IMAGE_EXTENSIONS)}")
+    return DatasetError(f"{where}: no usable {what} ({why})")
 
 
 def list_images(folder: PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
@@ -172,7 +184,8 @@ class PairedDataset(_SRDataset):
         lr_files = {p.stem: p for p in list_images(lr_folder)}
         self._hr_paths: List[Path] = []
         self._lr_paths: List[Path] = []
-        for hr_path in list_images(hr_folder):
+        hr_found = list_images(hr_folder)
+        for hr_path in hr_found:
             lr_path = lr_files.get(f"{hr_path.stem}x{self.scale}") or lr_files.get(hr_path.stem)
             if lr_path is None:
                 warnings.warn(f"skipping {hr_path}: no LR image for x{self.scale} in {lr_folder}", stacklevel=2)
@@ -183,7 +196,7 @@ class PairedDataset(_SRDataset):
         keep = self._filter(range(len(self.names)), lambda i: str(self._hr_paths[i]))
         self._reindex(keep)
         if not self.names:
-            raise RuntimeError(f"PairedDataset: no usable image pairs under {self.root} for x{self.scale}")
+            raise _nothing_usable(str(hr_folder), len(hr_found), f"image pairs for x{self.scale} with {lr_folder}")
 
     def _reindex(self, keep: List[int]) -> None:
         cache = {new: self._cache[old] for new, old in enumerate(keep) if old in self._cache}
@@ -231,7 +244,7 @@ class HROnlyDataset(_SRDataset):
         self._paths = [self._paths[i] for i in keep]
         self.names = [self.names[i] for i in keep]
         if not self.names:
-            raise RuntimeError(f"HROnlyDataset: no usable images in {[str(f) for f in folders]}")
+            raise _nothing_usable(", ".join(str(f) for f in folders), len(paths))
 
     def _load_pair(self, i: int):
         hr = read_image_levels(self._paths[i])
