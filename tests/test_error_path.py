@@ -26,8 +26,8 @@ SCRIPT_ARGS = {
     "lcoan-parity": ["--onnx", f"{MISSING}.onnx"],
     "lcoan-triton-repo": ["--onnx", f"{MISSING}.onnx", "--out", "repo"],
     "lcoan-app": [f"{MISSING}.mp4", "-o", "out.mp4"],
+    "lcoan-build-plugins": ["--tensorrt-root", MISSING],
 }
-NO_INPUT_FILE = {"lcoan-build-plugins"}  # builds from the checkout's sources; nothing to name
 
 
 def _scripts() -> dict:
@@ -41,7 +41,7 @@ def _one_error_line(err: str) -> str:
 
 
 def test_every_console_script_has_a_missing_input_case():
-    assert set(_scripts()) == set(SCRIPT_ARGS) | NO_INPUT_FILE
+    assert set(_scripts()) == set(SCRIPT_ARGS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPT_ARGS))
@@ -66,6 +66,8 @@ def test_console_script_missing_input_is_one_line(name, tmp_path, monkeypatch, c
     ("lcoan.upscale", SCRIPT_ARGS["lcoan-upscale"]),
     ("app", SCRIPT_ARGS["lcoan-app"]),
     ("serve.server", [f"{MISSING}_repository"]),
+    ("plugins.build", SCRIPT_ARGS["lcoan-build-plugins"]),
+    ("export.to_triton", SCRIPT_ARGS["lcoan-triton-repo"]),
 ])
 def test_python_m_missing_input_is_one_line(module, argv, tmp_path):
     proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=tmp_path, capture_output=True, text=True,
@@ -76,13 +78,15 @@ def test_python_m_missing_input_is_one_line(module, argv, tmp_path):
 
 @pytest.mark.parametrize("module,name", [
     ("serve.server", "ServeError"), ("lcoan.train", "TrainingDiverged"), ("lcoan.train", "TrainingInterrupted"),
-    ("lcoan.upscale", "NonFiniteOutput"), ("lcoan.errors", "UsageError"),
+    ("lcoan.upscale", "NonFiniteOutput"), ("lcoan.errors", "UsageError"), ("plugins.build", "BuildError"),
+    ("plugins.build", "BuildFailed"), ("lcoan.tiling", "MemoryEstimateError"), ("lcoan.data.datasets", "DatasetError"),
 ])
 def test_error_classes_share_the_base_and_keep_theirs(module, name):
     cls = getattr(importlib.import_module(module), name)
     assert issubclass(cls, errors.LcoanError)
     old_base = {"ServeError": RuntimeError, "TrainingDiverged": RuntimeError, "TrainingInterrupted": RuntimeError,
-                "NonFiniteOutput": ValueError, "UsageError": ValueError}[name]
+                "NonFiniteOutput": ValueError, "UsageError": ValueError, "BuildError": RuntimeError,
+                "BuildFailed": RuntimeError, "MemoryEstimateError": MemoryError, "DatasetError": RuntimeError}[name]
     assert issubclass(cls, old_base), "existing except clauses still catch it"
 
 
@@ -106,6 +110,65 @@ def test_usage_errors_are_one_line(capsys):
         parser.parse_args(["--n", "x"])
     assert info.value.code == errors.EXIT_USAGE
     assert capsys.readouterr().err == "error: argument --n: invalid int value: 'x' (see tool --help)\n"
+
+
+# Usage errors of the tools that had their own argparse: one line naming the option, status 2.
+USAGE_CASES = [
+    ("plugins.build", ["--bogus"], "--bogus"),
+    ("plugins.build", ["--jobs", "0"], "--jobs"),
+    ("pipeline.to_triton", ["--out", "repo", "--bogus"], "--bogus"),
+    ("pipeline.to_triton", [], "--out"),
+]
+
+
+@pytest.mark.parametrize("module,argv,words", USAGE_CASES)
+def test_tool_usage_errors_are_one_line(module, argv, words, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as info:
+        sys.exit(main(argv))
+    assert info.value.code == errors.EXIT_USAGE
+    assert words in _one_error_line(capsys.readouterr().err)
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module,argv,words", [
+    ("plugins.build", ["--bogus"], "--bogus"),
+    ("export.to_triton", ["--out", "repo", "--bogus"], "--bogus"),
+])
+def test_python_m_usage_error_is_one_line(module, argv, words, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == errors.EXIT_USAGE and words in _one_error_line(proc.stderr), proc.stderr
+
+
+def test_plugin_build_failure_keeps_the_compiler_lines_then_one_error(monkeypatch, capsys):
+    from plugins import build as pbuild
+
+    def fails(*args, **kwargs):
+        raise pbuild.BuildFailed("command failed (2): cmake --build plugins/build",
+                                 "harness.cu(3): error: identifier \"x\" is undefined\n1 error detected\n")
+    monkeypatch.setattr(pbuild, "build", fails)
+    assert pbuild.main(["--harness-only"]) == errors.EXIT_FAILED  # the tools ran; the sources did not build
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == ['harness.cu(3): error: identifier "x" is undefined', "1 error detected"]
+    assert err[2:] == ["error: command failed (2): cmake --build plugins/build"]
+
+
+def test_plugin_build_failure_keeps_its_output_for_library_callers():
+    from plugins import build as pbuild
+    exc = pbuild.BuildFailed("command failed (2): make", "a.cu: error: bad")
+    assert str(exc).splitlines() == ["command failed (2): make", "a.cu: error: bad"]  # loader, gpu_check
+    assert isinstance(exc, pbuild.BuildError)
+
+
+def test_lcoan_errors_imports_without_torch():
+    """plugins.build imports lcoan.errors, and gpu_check runs it under a bare python3 without torch."""
+    code = "import sys; import lcoan.errors, plugins.build; print(sorted({'torch', 'numpy'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
 
 
 # --------------------------------------------------------------------------- the trainer's statuses
@@ -134,6 +197,28 @@ def test_train_error_statuses(exc, code, words, monkeypatch, capsys, tmp_path):
     train_mod = _train_raising(monkeypatch, exc)
     assert train_mod.main(TRAIN_ARGV + ["--set", f"train.out={tmp_path}"]) == code
     assert words in _one_error_line(capsys.readouterr().err)
+
+
+def _empty_data_argv(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return TRAIN_ARGV + ["--set", f"data.root={tmp_path}", "--set", "data.train=empty", "--set", "data.val=",
+                         "--set", f"train.out={tmp_path / 'out'}"]
+
+
+def test_train_on_an_empty_folder_is_one_line(tmp_path, capsys):
+    from lcoan import train as train_mod
+    assert train_mod.main(_empty_data_argv(tmp_path)) == errors.EXIT_USAGE
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{tmp_path / 'empty'}: no usable images" in line
+    assert not (tmp_path / "out").exists(), "nothing written"
+
+
+@pytest.mark.slow
+def test_python_m_train_on_an_empty_folder_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lcoan.train", *_empty_data_argv(tmp_path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == errors.EXIT_USAGE, proc.stderr
+    assert f"{tmp_path / 'empty'}: no usable images" in _one_error_line(proc.stderr)
 
 
 def test_train_bug_keeps_its_traceback(monkeypatch, tmp_path):
