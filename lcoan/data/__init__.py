@@ -1,5 +1,5 @@
 """Data: image IO, MATLAB-compatible bicubic resize, SR datasets and loaders."""
-from .datasets import HROnlyDataset, PairedDataset, list_images
+from .datasets import DatasetError, HROnlyDataset, PairedDataset, list_images
 from .imageio import (
     ImageReadError,
     read_image,
@@ -11,6 +11,7 @@ from .paths import default_data_root
 from .resize import imresize, imresize_float, imresize_torch, imresize_uint8
 
 __all__ = [
+    "DatasetError",
     "HROnlyDataset",
     "PairedDataset",
     "list_images",
