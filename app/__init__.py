@@ -2,9 +2,10 @@
 
     python -m app clip.mp4 -o clip_x2.mp4 --backend onnxruntime --model lcoan.onnx
 
-Modules: :mod:`app.io` (PyAV sources and sinks), :mod:`app.pipeline` (threaded stages with
-bounded queues and statistics), :mod:`app.backends` (torch, onnxruntime, tensorrt, bicubic),
-:mod:`app.preview` (side-by-side crops), :mod:`app.cli` (the command line). See docs/app.md.
+Modules: :mod:`app.sources` and :mod:`app.sinks` (PyAV sources and sinks), :mod:`app.pipeline`
+(threaded stages with bounded queues and statistics), :mod:`app.backends` (torch, onnxruntime,
+tensorrt, bicubic), :mod:`app.preview` (side-by-side crops), :mod:`app.cli` (the command line).
+See docs/app.md.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def main(argv=None) -> int:
 def run(input: str, output=None, backend="torch", model=None, **config) -> dict:
     """Programmatic run: open ``input``, upscale through ``backend`` into ``output``; returns the summary."""
     from .backends import load_backend
-    from .io import open_sink, open_source
+    from .sinks import open_sink
+    from .sources import open_source
     from .pipeline import Pipeline, PipelineConfig
     be = load_backend(backend, model) if isinstance(backend, str) else backend
     source = open_source(input)

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
-from .io import VIDEO_SUFFIXES, SinkError, open_sink, open_source
 from .pipeline import STAGES, Pipeline, PipelineConfig
+from .sinks import SinkError, open_sink
+from .sources import VIDEO_SUFFIXES, open_source
 from lcoan.cli import DEFAULT_OVERLAP
 # The exit statuses are every tool's (lcoan.errors). EXIT_DAMAGED: the output was written, but from
 # damaged input (corrupt or unreadable frames/files skipped, a truncated video, frames whose model
@@ -83,7 +84,7 @@ def default_output(spec: str, scale: int) -> Optional[str]:
     if path.is_dir():
         return str(out / f"{path.resolve().name}_x{scale}")
     if path.is_file():
-        from .io import IMAGE_SUFFIXES
+        from .sources import IMAGE_SUFFIXES
         suffix = ".png" if path.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
         return str(out / f"{path.stem}_x{scale}{suffix}")
     # a glob or printf pattern: a folder named after the pattern's fixed prefix

@@ -1,4 +1,4 @@
-"""GStreamer sources and sinks for the app, beside the PyAV ones in :mod:`app.io`.
+"""GStreamer sources and sinks for the app, beside the PyAV ones in :mod:`app.sources` and :mod:`app.sinks`.
 
 On a Jetson the cameras and the hardware codecs exist only as GStreamer elements
 (``nvarguscamerasrc``, ``nvv4l2decoder``, ``nvv4l2h264enc``), so the app can read from and write
@@ -9,7 +9,7 @@ start-up.
 Sources (INPUT)
     ``gst:... ! appsink``     any pipeline ending in ``appsink``; frames are converted to RGB
     ``camera:N[:WxH[@FPS]]``  ``v4l2src device=/dev/videoN`` (used when ``v4l2src`` is found,
-                              otherwise :mod:`app.io` falls back to FFmpeg's v4l2 input)
+                              otherwise :mod:`app.sources` falls back to FFmpeg's v4l2 input)
     ``csi:N[:WxH[@FPS]]``     ``nvarguscamerasrc sensor-id=N`` (Jetson CSI cameras)
     ``rtsp://...``            ``rtspsrc`` + H.264 depayloader; decoder ``nvv4l2decoder`` where
                               found, else ``avdec_h264``, else ``openh264dec``
@@ -44,7 +44,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .io import Frame, Sink, SinkError, Source, SourceError
+from .sinks import Sink, SinkError
+from .sources import Frame, Source, SourceError
 
 __all__ = ["available", "wants_source", "wants_sink", "open_gst_source", "open_gst_sink",
            "GstSource", "GstSink", "PACKAGES", "source_pipeline", "sink_pipeline"]

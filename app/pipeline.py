@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .io import Frame, Passthrough, SourceError
+from .sources import Frame, Passthrough, SourceError
 from .preview import write_preview
 
 __all__ = ["PipelineConfig", "Pipeline", "LatencyHistogram", "rss_mb", "STAGES"]

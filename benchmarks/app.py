@@ -108,8 +108,9 @@ def _trt_factory(precision: str, onnx_paths: dict, args, workdir: Path):
 
 
 def bench_cell(backend, size: tuple[int, int], frames: int, warmup: int, tile, batch: int) -> dict:
-    from app.io import NullSink, SyntheticSource
     from app.pipeline import Pipeline, PipelineConfig
+    from app.sinks import NullSink
+    from app.sources import SyntheticSource
     w, h = size
     cfg = PipelineConfig(tile=tile, batch=batch, progress=False)
     if warmup:
@@ -122,8 +123,9 @@ def bench_cell(backend, size: tuple[int, int], frames: int, warmup: int, tile, b
 def soak(n: int, size: int, backend_name: str, model: str | None, out: str | None) -> dict:
     """``n`` synthetic frames through the app; RSS at start and end (flat memory check)."""
     from app.backends import load_backend
-    from app.io import SyntheticSource, open_sink
     from app.pipeline import Pipeline, PipelineConfig, rss_mb
+    from app.sinks import open_sink
+    from app.sources import SyntheticSource
     rss_before_imports = rss_mb()
     backend = load_backend(backend_name, model)
     source = SyntheticSource(n, size, size)

@@ -17,8 +17,9 @@ av = pytest.importorskip("av")
 from app.backends import (BackendUnavailable, BicubicBackend, OrtBackend, SlowedBackend,  # noqa: E402
                           TorchBackend, load_backend)
 from app.cli import main as cli_main  # noqa: E402
-from app.io import Frame, ImageSource, SyntheticSource, VideoSink, open_sink, open_source  # noqa: E402
 from app.pipeline import LatencyHistogram, Pipeline, PipelineConfig  # noqa: E402
+from app.sinks import VideoSink, open_sink  # noqa: E402
+from app.sources import Frame, ImageSource, SyntheticSource, open_source  # noqa: E402
 from conftest import interrupt_when_ready  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("av", reason="app extra not installed")
 
 from app.backends import BicubicBackend  # noqa: E402
-from app.io import Frame, Passthrough, Source  # noqa: E402
 from app.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from app.sources import Frame, Passthrough, Source  # noqa: E402
 
 
 class ListSource(Source):

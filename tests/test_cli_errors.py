@@ -16,7 +16,7 @@ USER_ERRORS = [
     ("lcoan.data.imageio", "ImageReadError"), ("lcoan.train", "ConfigError"), ("lcoan.evaluate", "EvaluationError"),
     ("export.errors", "ExportError"), ("calib.quantize", "CalibrationError"), ("engine.trt", "TrtNotInstalled"),
     ("engine.runtime", "RuntimeUnavailable"), ("plugins.build", "BuildError"), ("plugins.loader", "PluginLibraryError"),
-    ("app.io", "SourceError"), ("app.io", "SinkError"), ("app.backends", "BackendUnavailable"),
+    ("app.sources", "SourceError"), ("app.sinks", "SinkError"), ("app.backends", "BackendUnavailable"),
 ]
 
 

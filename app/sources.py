@@ -1,4 +1,5 @@
-"""Frame sources and sinks, all through PyAV (no ffmpeg subprocess) and Pillow for still images.
+"""Frame sources, all through PyAV (no ffmpeg subprocess) and Pillow for still images; the sinks
+are in :mod:`app.sinks`, GStreamer sources in :mod:`app.gst`.
 
 Sources (:func:`open_source`)
     ``clip.mp4``            any container/codec FFmpeg reads; audio is passed on for remuxing
@@ -8,19 +9,12 @@ Sources (:func:`open_source`)
     ``camera:0``            ``/dev/video0`` through FFmpeg's v4l2 input format
     ``synthetic:N[xWxH]``   N random frames of W x H (default 16 x 16) at 30 fps, for soak tests
 
-Sinks (:func:`open_sink`)
-    ``out.mp4|.mkv|.mov|.avi|.webm``  a video file: the source's frame rate and time base, audio
-                            stream copied (remuxed) where the source has one
-    ``out_dir/``            one PNG per frame (named after the source image, or ``%06d.png``)
-    ``null``                discard (benchmarks)
-
 Corrupt input is skipped and counted, never fatal: a video packet the decoder rejects, a frame
 FFmpeg flags as corrupt, a packet the decoder silently drops (counted as packets with data minus
 decoded frames) or an image file that cannot be read.
 
-Resolution changes: image folders keep every image at its own size. In a video the output size
-is fixed by the first frame; later frames of another size are scaled (bicubic, in the encoder's
-``reformat``) to that size, so the file stays one playable stream with one resolution.
+The items sources produce (:class:`Frame`, :class:`Passthrough`), the suffix lists and the PyAV
+import live here; :mod:`app.sinks` takes them from this module.
 """
 from __future__ import annotations
 
@@ -37,8 +31,7 @@ from typing import Iterator, Optional
 import numpy as np
 from lcoan.errors import LcoanError
 
-__all__ = ["Frame", "Passthrough", "SourceError", "SinkError", "open_source", "open_sink",
-           "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+__all__ = ["Frame", "Passthrough", "SourceError", "open_source", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
@@ -46,10 +39,6 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
 
 class SourceError(LcoanError, RuntimeError):
     """An input that cannot be opened at all (one line)."""
-
-
-class SinkError(LcoanError, RuntimeError):
-    """An output that cannot be written (one line)."""
 
 
 @dataclass
@@ -81,7 +70,6 @@ def _require_av():
     return av
 
 
-# --------------------------------------------------------------------------- sources
 class Source:
     fps: Optional[Fraction] = None     # nominal frame rate (None: unknown, e.g. images)
     time_base: Optional[Fraction] = None
@@ -357,301 +345,3 @@ def open_source(spec: str, queue_size: int = 4) -> Source:
     if Path(spec).suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource([spec], spec)
     return VideoSource(spec)
-
-
-# --------------------------------------------------------------------------- sinks
-class Sink:
-    kind = "sink"
-
-    def write(self, frame: Frame) -> None:
-        raise NotImplementedError
-
-    def write_passthrough(self, item: Passthrough) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class NullSink(Sink):
-    kind = "null"
-
-    def write(self, frame: Frame) -> None:
-        pass
-
-
-def _save_png(path: Path, image: np.ndarray) -> None:
-    """One image file, atomically (format from the suffix)."""
-    from PIL import Image
-    from lcoan.safeio import atomic_output
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    with atomic_output(path) as tmp:
-        Image.fromarray(image).save(tmp, format=fmt)
-
-
-def output_names(files: list[str], suffix: str = "") -> dict[str, str]:
-    """Output file name for each input file: ``<stem><suffix>.png`` (``suffix`` ``_x2``, as
-    ``lcoan.upscale`` names its outputs), unless several inputs share a stem (``a.jpg`` and
-    ``a.png``, or ``a.png`` in two folders): then ``<stem>_<ext><suffix>.png`` and, if that is still
-    shared, a ``_<n>`` counter, so that no output overwrites another."""
-    stems: dict[str, int] = {}
-    for f in files:
-        stems[Path(f).stem] = stems.get(Path(f).stem, 0) + 1
-    names, used = {}, set()
-    for f in files:
-        p = Path(f)
-        name = (f"{p.stem}{suffix}.png" if stems[p.stem] == 1
-                else f"{p.stem}_{p.suffix.lstrip('.').lower()}{suffix}.png")
-        base, n = name[:-4], 1
-        while name in used:
-            n += 1
-            name = f"{base}_{n}.png"
-        used.add(name)
-        names[f] = name
-    return names
-
-
-class ImageSink(Sink):
-    kind = "images"
-
-    def __init__(self, folder: str, files: Optional[list[str]] = None, inputs: Optional[list[str]] = None,
-                 suffix: str = ""):
-        from lcoan.safeio import OutputError, refuse_overwrite
-        self.folder = Path(folder)
-        self.suffix = suffix
-        self.names = output_names(files or [], suffix)
-        try:
-            # nor the folder the input files are in: outputs there would join the next glob of it
-            refuse_overwrite(self.folder, list(inputs or []) + sorted({str(Path(f).parent) for f in files or []}),
-                             what="output folder")
-            for src, name in self.names.items():
-                refuse_overwrite(self.folder / name, inputs or [], what=f"output for {Path(src).name}")
-        except OutputError as exc:
-            raise SinkError(str(exc)) from None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"{folder}: cannot create the output folder ({exc.strerror or _one_line(exc)})") from None
-
-    def write(self, frame: Frame) -> None:
-        name = self.names.get(frame.path) if frame.path else None
-        if name is None:
-            name = f"{Path(frame.name).stem}{self.suffix}.png" if frame.name else f"{frame.index:06d}{self.suffix}.png"
-        _save_png(self.folder / name, frame.image)
-
-
-class SingleImageSink(Sink):
-    """One image in, one image file out (format from the suffix), written atomically."""
-    kind = "image"
-
-    def __init__(self, path: str, inputs: Optional[list[str]] = None):
-        from lcoan.safeio import OutputError, refuse_overwrite
-        self.path = Path(path)
-        try:
-            refuse_overwrite(self.path, inputs or [])
-        except OutputError as exc:
-            raise SinkError(str(exc)) from None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"{self.path.parent}: cannot create the output folder "
-                            f"({exc.strerror or _one_line(exc)})") from None
-
-    def write(self, frame: Frame) -> None:
-        _save_png(self.path, frame.image)
-
-
-def default_codec(path: str) -> str:
-    import av
-    suffix = Path(path).suffix.lower()
-    if suffix == ".webm":
-        order = ["libvpx-vp9", "libvpx"]
-    elif suffix == ".avi":
-        order = ["mpeg4"]
-    else:
-        order = ["libx264", "h264", "libopenh264", "mpeg4"]
-    for name in order:
-        if name in av.codecs_available:
-            try:
-                av.codec.Codec(name, "w")
-                return name
-            except Exception:
-                continue
-    return "mpeg4"
-
-
-class VideoSink(Sink):
-    """Encode to a video file; output size is fixed by the first frame (later sizes are scaled)."""
-    kind = "video"
-
-    def __init__(self, path: str, fps: Optional[Fraction], time_base: Optional[Fraction],
-                 audio=None, codec: Optional[str] = None, crf: Optional[int] = None):
-        av = _require_av()
-        self.path = path
-        self.fps = Fraction(fps) if fps else Fraction(30)
-        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
-        self.codec = codec or default_codec(path)
-        self.crf = crf
-        self.frames = 0
-        from lcoan.safeio import AtomicFile, OutputError
-        try:  # encoded under a temporary name; renamed only once the file is complete
-            self._file = AtomicFile(path)
-        except OutputError as exc:
-            raise SinkError(str(exc)) from None
-        try:
-            self.container = av.open(str(self._file.tmp), "w", format=_muxer(path))
-        except Exception as exc:
-            self._file.discard()
-            raise SinkError(f"cannot write {path}: {_one_line(exc)}") from None
-        self.stream = None
-        self.audio_out = None
-        if audio is not None:
-            try:
-                self.audio_out = self.container.add_stream_from_template(audio)
-            except Exception:  # codec the container cannot hold: drop audio, keep video
-                self.audio_out = None
-        self.size: Optional[tuple[int, int]] = None
-        self.rescaled = 0
-        self._next_pts = 0
-        self._lock = threading.Lock()
-        self._closed = False
-        self._pending_audio: list = []
-
-    def _open_stream(self, width: int, height: int) -> None:
-        # yuv420p needs even sizes: drop the last row/column of odd outputs.
-        width, height = width - width % 2, height - height % 2
-        stream = self.container.add_stream(self.codec, rate=self.fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = self.time_base
-        stream.codec_context.time_base = self.time_base
-        if self.codec in ("libx264", "libx265"):
-            stream.options = {"crf": str(self.crf if self.crf is not None else 18), "preset": "veryfast"}
-        elif self.codec == "mpeg4":
-            stream.codec_context.bit_rate = max(2_000_000, width * height * 8)
-            stream.codec_context.qmin, stream.codec_context.qmax = 2, 6
-        self.stream, self.size = stream, (width, height)
-
-    def write(self, frame: Frame) -> None:
-        import av
-        with self._lock:
-            if self._closed:
-                return
-            h, w = frame.image.shape[:2]
-            if self.stream is None:
-                self._open_stream(w, h)
-                for packet in self._pending_audio:
-                    self._mux_audio(packet)
-                self._pending_audio.clear()
-            vf = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-            tw, th = self.size
-            if (w, h) != (tw, th):
-                if (w - w % 2, h - h % 2) != (tw, th):
-                    self.rescaled += 1
-                vf = vf.reformat(width=tw, height=th, format="yuv420p", interpolation="BICUBIC")
-            if frame.pts is not None and frame.time_base is not None:
-                pts = round(frame.pts * Fraction(frame.time_base) / self.time_base)
-                pts = max(pts, self._next_pts)
-            else:
-                pts = self._next_pts
-            vf.pts, vf.time_base = pts, self.time_base
-            self._next_pts = pts + 1
-            try:
-                for packet in self.stream.encode(vf):
-                    self.container.mux(packet)
-            except OSError as exc:  # full disk, file-size limit: name the output, not the temporary file
-                raise self._write_error(exc) from None
-            self.frames += 1
-
-    def _write_error(self, exc: OSError) -> SinkError:
-        from lcoan.safeio import describe_os_error
-        return SinkError(f"{self.path}: cannot write: {describe_os_error(exc)}")
-
-    def _mux_audio(self, packet) -> None:
-        try:
-            packet.stream = self.audio_out
-            self.container.mux(packet)
-        except Exception:
-            pass
-
-    def write_passthrough(self, item: Passthrough) -> None:
-        with self._lock:
-            if self._closed or self.audio_out is None:
-                return
-            if self.stream is None:  # the muxer header needs every stream: hold audio until video opens
-                self._pending_audio.append(item.packet)
-                return
-            self._mux_audio(item.packet)
-
-    def close(self) -> None:
-        """Flush the encoder, finish the file (the MP4 index is written here), then rename it into
-        place. With no frame written nothing is published and :class:`SinkError` says so."""
-        from lcoan.safeio import OutputError
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                if self.stream is not None:
-                    for packet in self.stream.encode(None):
-                        self.container.mux(packet)
-                self.container.close()
-            except OSError as exc:
-                self._discard()
-                raise self._write_error(exc) from None
-            except BaseException:
-                self._discard()
-                raise
-            if self.stream is None or self.frames == 0:
-                self._file.discard()
-                raise SinkError(f"{self.path}: no frame to write; nothing written")
-            try:
-                self._file.commit()
-            except OutputError as exc:
-                raise SinkError(str(exc)) from None
-
-    def _discard(self) -> None:
-        try:
-            self.container.close()
-        except Exception:  # the file is thrown away anyway
-            pass
-        self._file.discard()
-
-    def discard(self) -> None:
-        """A failed run: drop the temporary file; an earlier file at the path stays as it was."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._discard()
-
-
-def _muxer(path: str) -> Optional[str]:
-    """FFmpeg muxer for the final name (the temporary name keeps the suffix, this is a safeguard)."""
-    return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".m4v": "mp4",
-            ".avi": "avi", ".ts": "mpegts"}.get(Path(path).suffix.lower())
-
-
-def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
-              crf: Optional[int] = None, scale: Optional[int] = None) -> Sink:
-    if spec is None or spec == "null":
-        return NullSink()
-    inputs = list(getattr(source, "inputs", []) or [])
-    if not spec.startswith(("gst:", "udp://", "rtsp://", "rtsps://")):
-        from lcoan.safeio import OutputError, refuse_overwrite
-        try:  # whichever sink writes it, an output file is never one of the inputs
-            refuse_overwrite(spec, inputs)
-        except OutputError as exc:
-            raise SinkError(str(exc)) from None
-    if spec.startswith(("gst:", "udp://", "rtsp://", "rtsps://")) or Path(spec).suffix.lower() in VIDEO_SUFFIXES:
-        from . import gst
-        if gst.wants_sink(spec, codec):
-            return gst.open_gst_sink(spec, source, crf=crf)
-    suffix = Path(spec).suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return VideoSink(spec, source.fps, source.time_base, audio=source.audio, codec=codec, crf=crf)
-    if suffix in IMAGE_SUFFIXES:
-        if getattr(source, "total", None) != 1 or source.kind != "images":
-            raise SinkError(f"{spec}: an image file takes one frame; give a folder (one PNG per frame) or a video file")
-        return SingleImageSink(spec, inputs=inputs)
-    return ImageSink(spec, files=list(getattr(source, "files", []) or []), inputs=inputs,
-                     suffix=f"_x{scale}" if scale else "")
