@@ -187,3 +187,22 @@ def test_pass_rule_is_polygraphys_rule():
         assert rule.passes(cand, reference) == poly, name
     assert rule.passes(cases["within atol"], ref) and not rule.passes(cases["one element off"], ref)
     assert not rule.passes(cases["nan"], ref)
+
+
+@pytest.mark.slow
+def test_parity_cli_refuses_weights_of_another_model(setup, tmp_path):
+    small = tmp_path / "tiny_w8.safetensors"
+    save_safetensors(build_model("tiny", window_size=8).eval(), small)
+    proc = _parity("--weights", small, "--onnx", setup["onnx"], "--images", setup["images"])
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "window_size: 16 in the graph, 8 in the weights" in proc.stderr and "--weights" in proc.stderr
+
+
+def test_graph_without_weights_is_compared_with_the_bundled_weights_it_came_from():
+    import lcoan
+    from lcoan.pretrained import list_pretrained
+    for name in list_pretrained():
+        config = json.loads(json.dumps(lcoan.load_model(name).config.to_dict()))
+        assert parity._bundled_weights_of(config) == name
+    assert parity._bundled_weights_of(json.loads(json.dumps(build_model("tiny").config.to_dict()))) is None
+    assert parity._bundled_weights_of(None) is None

@@ -271,6 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         raise ExportError(str(exc)) from None
 
 
+def _bundled_weights_of(config: dict | None) -> str | None:
+    """The weights-table name whose model config the graph records, so that a graph exported from
+    any bundled weights is compared with those weights without --weights; None: the default."""
+    if not config:
+        return None
+    from lcoan.checkpoint import read_checkpoint
+    from lcoan.pretrained import get_pretrained, list_pretrained
+    matches = [name for name in list_pretrained()
+               if json.loads(json.dumps(read_checkpoint(get_pretrained(name).path)[0])) == config]
+    return matches[0] if len(matches) == 1 else None
+
+
 def _main(args) -> int:
     import onnx
 
@@ -294,17 +306,25 @@ def _main(args) -> int:
     from export.to_onnx import check_finite_graph
     check_finite_graph(proto, onnx_path)
     try:
-        graph_scale = read_metadata(proto, str(onnx_path)).scale
+        meta = read_metadata(proto, str(onnx_path))
     except ValueError as exc:
         raise ExportError(str(exc)) from None
+    graph_scale = meta.scale
     if args.scale and graph_scale and args.scale != graph_scale:
         raise ExportError(f"{onnx_path}: graph is for x{graph_scale}, not x{args.scale}")
     scale = args.scale or graph_scale
 
     from export.to_onnx import load_weights
-    model = load_weights(args.weights, scale)
+    weights = args.weights if args.weights is not None else _bundled_weights_of(meta.config)
+    model = load_weights(weights, scale)
     if graph_scale and model.scale != graph_scale:
         raise ExportError(f"weights are for x{model.scale}, the graph {onnx_path} is for x{graph_scale}")
+    ours = json.loads(json.dumps(model.config.to_dict()))  # tuples as the graph's JSON holds them
+    if meta.config and ours != meta.config:
+        key = next(k for k in sorted(set(meta.config) | set(ours)) if meta.config.get(k) != ours.get(k))
+        raise ExportError(f"{onnx_path} was exported from another model than {weights or 'the bundled weights'} "
+                          f"({key}: {meta.config.get(key)} in the graph, {ours.get(key)} in the weights); "
+                          "pass --weights with the weights it was exported from")
     scale = model.scale
     problems: list[str] = []
     samples = (load_samples(args.images, scale, args.limit, problems=problems) if args.images
