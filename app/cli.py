@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "<stem>_x<scale>.png, as python -m lcoan.upscale names them")
     p.add_argument("--backend", choices=BACKENDS, help="default: from --model's type (.engine tensorrt, "
                    ".onnx onnxruntime); torch without --model")
-    p.add_argument("--model", help="F.engine | F.onnx | W.safetensors | random:PRESET (default: bundled weights)")
+    p.add_argument("--model", help="F.engine | F.onnx | W.safetensors | a weights-table name | random:PRESET "
+                   "(default: bundled weights, realtime_x2 for video and live inputs, edge_x2 for images)")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default: the model's)")
     p.add_argument("--tile", type=int, help="run frames in tiles of T LR pixels (lcoan.tiling; default: whole frames)")
     p.add_argument("--tile-overlap", dest="overlap", type=int, default=DEFAULT_OVERLAP, metavar="O",
@@ -131,6 +132,12 @@ def print_summary(s: dict, stream=sys.stderr) -> None:
           file=stream)
 
 
+def _is_stream(spec: str) -> bool:
+    """A video file, a camera, a GStreamer or RTSP source, or synthetic frames: not still images."""
+    return (spec.startswith(("synthetic:", "camera:", "gst:", "csi:", "rtsp://", "rtsps://"))
+            or Path(spec).suffix.lower() in VIDEO_SUFFIXES)
+
+
 def _run(argv: Optional[list[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -141,8 +148,12 @@ def _run(argv: Optional[list[str]]) -> int:
         parser.error("give INPUT (or --synthetic N)")
     if args.batch < 1 or (args.tile is not None and args.tile < 1) or args.preview_every < 1:
         parser.error("--batch, --tile and --preview-every must be positive")
+    model = args.model
+    if model is None and args.backend in (None, "torch", "onnxruntime") and _is_stream(spec):
+        from lcoan.pretrained import default_pretrained
+        model = default_pretrained(args.scale or 2, video=True).name
     # Setup errors (BackendUnavailable, SourceError, SinkError: LcoanErrors) are one line, status 2.
-    backend = load_backend(args.backend, args.model, scale=args.scale, precision=args.precision,
+    backend = load_backend(args.backend, model, scale=args.scale, precision=args.precision,
                            device=None if args.device == "auto" else args.device, threads=args.threads, plugins=args.plugins,
                            url=args.url, tile=args.tile, overlap=args.overlap)
     if args.scale and backend.scale != args.scale:
@@ -181,7 +192,7 @@ def _run(argv: Optional[list[str]]) -> int:
             signal.signal(signal.SIGINT, previous)
         progress.close(pipe)
         backend.close()
-    summary.update({"input": spec, "output": output, "model": args.model or "bundled weights"})
+    summary.update({"input": spec, "output": output, "model": model or "bundled weights"})
     problems = summary.get("problems", [])
     for line in problems[:50]:  # printed with --quiet too: they are errors, not progress
         print(f"warning: {line}", file=sys.stderr)

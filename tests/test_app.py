@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 
 av = pytest.importorskip("av")
@@ -342,3 +343,19 @@ def test_torch_backend_runs_nhwc_without_touching_the_callers_model(tiny) -> Non
     assert next(backend.model.parameters()).is_contiguous(memory_format=torch.channels_last)
     weight = next(tiny.parameters())  # the caller's module keeps its own layout and dtype
     assert weight.is_contiguous() and weight.dtype == torch.float32
+
+
+def test_default_weights_are_realtime_for_video_and_edge_for_images(tmp_path) -> None:
+    from app.cli import _is_stream
+
+    summary = tmp_path / "video.json"
+    assert cli_main(["--synthetic", "2", "-o", "null", "--json", str(summary), "--quiet"]) == 0
+    assert json.loads(summary.read_text())["model"] == "realtime_x2"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(folder / "a.png")
+    summary = tmp_path / "images.json"
+    assert cli_main([str(folder), "-o", str(tmp_path / "out"), "--json", str(summary), "--quiet"]) == 0
+    assert json.loads(summary.read_text())["model"] == "bundled weights"  # edge_x2, the table's DEFAULTS
+    assert all(_is_stream(s) for s in ("clip.MP4", "camera:0", "rtsp://h/x", "gst:videotestsrc ! appsink"))
+    assert not any(_is_stream(s) for s in ("a.png", "frames/", "shots/*.jpg"))
