@@ -118,3 +118,24 @@ def test_non_editable_install_finds_bundled_weights(tmp_path: Path) -> None:
     # the console scripts of [project.scripts] come with the wheel and run from its site-packages
     helped = run(str(venv / "bin" / "lcoan-parity"), "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "python -m export.parity" in helped.stdout, helped.stdout + helped.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_pretrained())
+def test_bundled_weights_score_what_the_table_says_and_beat_bicubic(name: str) -> None:
+    from conftest import shared_path
+    from lcoan.evaluate import evaluate
+    cfg = get_pretrained(name)
+    result = evaluate(lcoan.load_model(name), shared_path("data", "benchmark"), ["Set5"], scale=cfg.scale)
+    scores = result["sets"]["Set5"]
+    assert scores["model"]["psnr"] == pytest.approx(cfg.set5_psnr, abs=0.006)
+    assert scores["model"]["psnr"] - scores["bicubic"]["psnr"] >= 3.0
+
+
+def test_readme_weights_table_matches_the_table() -> None:
+    text = (REPO / "README.md").read_text()
+    for name in list_pretrained():
+        cfg = get_pretrained(name)
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"| {cfg.set5_psnr:.2f} / {cfg.set5_ssim:.4f} | {cfg.set14_psnr:.2f} / {cfg.set14_ssim:.4f} |" in row, row
+        assert f"`{cfg.file}`" in row and f"`{cfg.recipe}`" in row
