@@ -30,7 +30,8 @@ def test_cpu_run_writes_finite_rows(tmp_path) -> None:
         # FP16 must stay close to FP32 on a real image; NaN would fail this comparison
         assert math.isfinite(row["fp16_vs_fp32_db"]) and row["fp16_vs_fp32_db"] > 45
     assert rows["realtime"]["mflop_per_px"] <= 0.8
-    assert rows["realtime"]["weights"].startswith("random")  # no realtime weights passed
+    assert rows["realtime"]["weights"] == "realtime_x2"  # the bundled entry of the weights table
+    assert rows["compact-32x16"]["weights"].startswith("random")  # peers have no trained weights
 
 
 def test_unknown_model_and_small_image_are_refused(tmp_path, capsys) -> None:
