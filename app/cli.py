@@ -17,7 +17,7 @@ from typing import Optional
 from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
 from .pipeline import STAGES, Pipeline, PipelineConfig
 from .sinks import SinkError, open_sink
-from .sources import VIDEO_SUFFIXES, open_source
+from .sources import LIVE_PREFIXES, VIDEO_SUFFIXES, open_source
 from lcoan.cli import DEFAULT_OVERLAP
 # The exit statuses are every tool's (lcoan.errors). EXIT_DAMAGED: the output was written, but from
 # damaged input (corrupt or unreadable frames/files skipped, a truncated video, frames whose model
@@ -134,7 +134,7 @@ def print_summary(s: dict, stream=sys.stderr) -> None:
 
 def _is_stream(spec: str) -> bool:
     """A video file, a camera, a GStreamer or RTSP source, or synthetic frames: not still images."""
-    return (spec.startswith(("synthetic:", "camera:", "gst:", "csi:", "rtsp://", "rtsps://"))
+    return (spec.startswith(("synthetic:", *LIVE_PREFIXES))
             or Path(spec).suffix.lower() in VIDEO_SUFFIXES)
 
 

@@ -35,6 +35,8 @@ __all__ = ["Frame", "Passthrough", "SourceError", "open_source", "IMAGE_SUFFIXES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
+# Inputs that app.gst opens (live or streamed, never still images).
+LIVE_PREFIXES = ("gst:", "csi:", "rtsp://", "rtsps://", "camera:")
 
 
 class SourceError(LcoanError, RuntimeError):
@@ -312,7 +314,7 @@ def _sequence_files(pattern: str) -> list[str]:
 def open_source(spec: str, queue_size: int = 4) -> Source:
     """The source for a command-line INPUT (see the module docstring; GStreamer inputs in
     :mod:`app.gst`)."""
-    if spec.startswith(("gst:", "csi:", "rtsp://", "rtsps://", "camera:")):
+    if spec.startswith(LIVE_PREFIXES):
         from . import gst
         if gst.wants_source(spec):
             return gst.open_gst_source(spec, queue_size=queue_size)
