@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 import numpy as np
 from lcoan.errors import LcoanError
 
-__all__ = ["Frame", "Passthrough", "SourceError", "open_source", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+__all__ = ["Frame", "Passthrough", "SourceError", "open_source", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "LIVE_PREFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
