@@ -65,6 +65,28 @@ def test_graph_is_valid_dynamic_and_has_no_topk(graphs):
         assert ops["ArgMax"] == 1
 
 
+def test_ort_folds_every_attention_layout_change_into_its_conv_reorders(graphs, tmp_path):
+    """Each NCHW <-> NHWC change of the attention sits next to a convolution, so ONNX Runtime's
+    NCHWc transformer turns it into a channels-last reorder: no Transpose survives, and no
+    feature map is reordered back to NCHW just for a Shape (one extra pass over it each)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(graphs["onnx"].SerializeToString(), options, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(options.optimized_model_filepath).graph.node
+    ops = [n.op_type for n in nodes]
+    assert "ReorderInput" in ops, "the NCHWc transformer did not run; the test proves nothing"
+    assert ops.count("Transpose") == 0
+    consumers: dict[str, list[str]] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n.op_type)
+    channels_first_for_shape = [n.output[0] for n in nodes if n.op_type == "ReorderOutput"
+                                and consumers.get(n.output[0]) == ["Shape"]
+                                and "/match_conv/" not in n.output[0]]  # the pattern's grid: once
+    assert channels_first_for_shape == []
+
+
 def test_centroids_are_frozen_initializers(tiny, graphs):
     centroids = tiny.groups[0].attention.kmeans.centroids.numpy()
     proto = graphs["onnx"]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .coa import CollaborativeAttention, Pattern, _rows
+from .coa import CollaborativeAttention, Pattern, _grid, _rows
 from .lsp import KEY_NORM_EPS
 
 
@@ -24,14 +24,15 @@ class DensePattern:
     """Full non-local attention weights [B, L, L] (Wang et al.), for the ablation baselines."""
 
     weights: Tensor
+    grid: tuple | None = None  # (B, H, W) of the feature map, for exported consumers
 
     def apply(self, values: Tensor) -> Tensor:
         return self.weights @ values
 
 
-def dense_pattern(queries: Tensor) -> DensePattern:
+def dense_pattern(queries: Tensor, grid: tuple | None = None) -> DensePattern:
     keys = F.normalize(queries, p=2, dim=-1, eps=KEY_NORM_EPS)
-    return DensePattern(torch.softmax(queries @ keys.transpose(-1, -2), dim=-1))
+    return DensePattern(torch.softmax(queries @ keys.transpose(-1, -2), dim=-1), grid)
 
 
 class DenseNonLocalAttention(CollaborativeAttention):
@@ -42,4 +43,5 @@ class DenseNonLocalAttention(CollaborativeAttention):
         self.match_conv = nn.Conv2d(channels, match_dim, 3, padding=1)
 
     def forward(self, x: Tensor, pattern: Pattern) -> tuple[Tensor, Pattern]:
-        return super().forward(x, dense_pattern(_rows(self.match_conv(x))))
+        match = self.match_conv(x)
+        return super().forward(x, dense_pattern(_rows(match), _grid(match)))

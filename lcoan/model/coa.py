@@ -23,12 +23,22 @@ class Pattern(Protocol):
 
 def _rows(x: Tensor) -> Tensor:
     """[B, C, H, W] -> [B, H*W, C]."""
-    return x.flatten(2).transpose(1, 2)
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 def _image(rows: Tensor, like: Tensor) -> Tensor:
     """[B, H*W, C] -> [B, C, H, W] shaped like ``like``."""
-    return rows.transpose(1, 2).reshape(like.shape)
+    batch, channels, height, width = like.shape
+    return rows.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _grid(x: Tensor) -> tuple:
+    """(B, H, W) of an NCHW map; patterns carry it so that exported consumers never read a Shape."""
+    return x.shape[0], x.shape[2], x.shape[3]
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 class CollaborativeAttention(nn.Module):
@@ -40,5 +50,24 @@ class CollaborativeAttention(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: Tensor, pattern: Pattern | None) -> tuple[Tensor, Pattern | None]:
+        if _exporting():
+            return self._graph_forward(x, pattern), pattern
         mixed = pattern.apply(_rows(self.assembly_conv(x)))
         return torch.add(x, _image(mixed, x), alpha=self.res_scale), pattern  # one pass, no temporary
+
+    def _graph_forward(self, x: Tensor, pattern: Pattern) -> Tensor:
+        """The same O, written for graph runtimes (ONNX).
+
+        Each layout change is a 4-D NCHW <-> NHWC transpose right after or right before a
+        convolution, which ONNX Runtime folds into its NCHWc reorders, and the residual add runs
+        on rows. Shapes come from the pattern's grid and the static channel count: a Shape of a
+        feature map would make ONNX Runtime keep an extra NCHW copy of it.
+        """
+        batch, height, width = getattr(pattern, "grid", None) or _grid(x)
+        channels = self.assembly_conv.out_channels
+
+        def rows(t: Tensor) -> Tensor:
+            return t.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+
+        out = torch.add(rows(x), pattern.apply(rows(self.assembly_conv(x))), alpha=self.res_scale)
+        return out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)

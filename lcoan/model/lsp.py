@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import sort as sort_lib
-from .coa import CollaborativeAttention, _rows
+from .coa import CollaborativeAttention, _exporting, _grid, _rows
 
 KMEANS_INIT_ITERS = 10
 KEY_NORM_EPS = 5e-5  # the public model's eps for L2-normalised keys
@@ -112,10 +112,6 @@ def neighbour_index(wrapped_index: Tensor, window: int) -> Tensor:
     return wrapped_index.index_select(1, (starts + torch.arange(3 * window, device=wrapped_index.device)).reshape(-1))
 
 
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
 # ----------------------------------------------------------------------------- Eq. 9: weights
 def _blockwise(fn, blocks: list[tuple[int, int]], shape: tuple[int, ...], like: Tensor, grad: bool,
                writes_out: bool = False) -> Tensor:
@@ -152,6 +148,7 @@ class SparsePattern:
     inverse: Tensor        # [B, L] position -> sorted slot (always < L: padding is never read back)
     weights: Tensor        # [B, W, w, 3w] attention weights over keys [previous, current, next]
     window: int
+    grid: tuple | None = None  # (B, H, W) of the feature map, for exported consumers
 
     def apply(self, values: Tensor) -> Tensor:
         """values [B, L, C] -> attended values [B, L, C] (Eq. 12: A_s W(X))."""
@@ -171,7 +168,8 @@ class SparsePattern:
         return gather_rows(mixed.reshape(batch, -1, channels), self.inverse)
 
 
-def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int) -> SparsePattern:
+def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int,
+                   grid: tuple | None = None) -> SparsePattern:
     """Windowed attention weights over the cluster-sorted sequence (Eq. 8-9).
 
     Queries are the raw embeddings; keys are the same embeddings L2-normalised. Each window
@@ -185,7 +183,7 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int) 
     if _exporting():
         keys = gather_rows(F.normalize(queries, p=2, dim=-1, eps=KEY_NORM_EPS), neighbour_index(wrapped_index, window))
         scores = q @ keys.reshape(q.shape[0], q.shape[1], 3 * window, q.shape[-1]).transpose(-1, -2)
-        return SparsePattern(wrapped_index, inverse, torch.softmax(scores, dim=-1), window)
+        return SparsePattern(wrapped_index, inverse, torch.softmax(scores, dim=-1), window, grid)
     keys = F.normalize(wrapped, p=2, dim=-1, eps=KEY_NORM_EPS)
 
     def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
@@ -199,7 +197,7 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int) 
     weights = _blockwise(block, _window_blocks(q.shape[1], window, q.device),                 # [B, W, w, 3w]
                          (q.shape[0], q.shape[1], window, 3 * window), queries, grad=queries.requires_grad,
                          writes_out=True)
-    return SparsePattern(wrapped_index, inverse, weights, window)
+    return SparsePattern(wrapped_index, inverse, weights, window, grid)
 
 
 # ----------------------------------------------------------------------------- Eq. 10: centroids
@@ -283,10 +281,11 @@ class LearnableSparseAttention(CollaborativeAttention):
         self.sort_fn: sort_lib.ClusterSort = sort_lib.stable_sort
 
     def compute_pattern(self, x: Tensor) -> SparsePattern:
-        queries = _rows(self.match_conv(x))
+        match = self.match_conv(x)
+        queries = _rows(match)
         ids = self.kmeans(queries)  # detached: the sort is not differentiable, the weights are
         perm, inverse = self.sort_fn(ids, self.kmeans.num_clusters)
-        return sparse_pattern(queries, perm, inverse, self.window_size)
+        return sparse_pattern(queries, perm, inverse, self.window_size, _grid(match))
 
     def forward(self, x: Tensor, pattern: Pattern) -> tuple[Tensor, Pattern]:
         return super().forward(x, self.compute_pattern(x))
