@@ -1,5 +1,7 @@
 """Core model: golden reproduction, LSP/CoA semantics, checkpoints, parameter counts."""
+import copy
 import csv
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from lcoan import CheckpointError, build_model, load_model
 from lcoan.checkpoint import save_checkpoint, to_official_state_dict
 from lcoan.model import attention as attention_mod
 from lcoan.model.lsp import ClusterCentroids
-from lcoan.model.lsp import gather_rows, sparse_pattern
+from lcoan.model.lsp import Workspace, gather_rows, sparse_pattern
 from lcoan.model.sort import counting_sort, stable_sort
 
 
@@ -294,9 +296,11 @@ def test_fast_sparse_attention_equals_reference(batch, length, window, grad):
     ids = torch.randint(0, 7, (batch, length), generator=g)
     perm, inverse = stable_sort(ids, 7)
     expected = reference_sparse_attention(queries, values, perm, inverse, window)
+    workspace = Workspace()
     with torch.set_grad_enabled(grad):
-        out = sparse_pattern(queries.requires_grad_(grad), perm, inverse, window).apply(values)
+        out = sparse_pattern(queries.requires_grad_(grad), perm, inverse, window, workspace=workspace).apply(values)
     torch.testing.assert_close(out.detach(), expected, atol=1e-5, rtol=1e-5)
+    assert bool(workspace._buffers) == (not grad), "the workspace serves inference, never autograd"
     if grad:
         out.square().sum().backward()
         assert torch.isfinite(queries.grad).all() and queries.grad.abs().sum() > 0
@@ -317,3 +321,54 @@ def test_realtime_preset_fits_the_jetson_flop_budget():
     assert model.config.attention == "lcoa" and model.config.n_clusters > 1  # LSP + CoA kept
     assert mflops_per_pixel(model, 48, 64) <= 0.8  # MFLOP per LR pixel, attention included (issue budget)
     assert mflops_per_pixel(build_model("edge", scale=2), 48, 64) > 0.8  # the budget does bind
+
+
+# ----------------------------------------------------------------------------- inference workspace
+def _fresh_lcoa(preset: str = "tiny"):
+    torch.manual_seed(0)
+    return build_model(preset, scale=2).eval()
+
+
+def test_workspace_reuse_across_sizes_batches_and_layouts_changes_nothing():
+    model = _fresh_lcoa()
+    g = torch.Generator().manual_seed(3)
+    inputs = [torch.rand(b, 3, h, w, generator=g) for b, h, w in [(1, 40, 50), (2, 12, 9), (1, 40, 50), (3, 33, 21)]]
+    with torch.no_grad():
+        fresh = [copy.deepcopy(model)(x) for x in inputs]      # each on an empty workspace
+        for layout in (torch.contiguous_format, torch.channels_last):
+            reused = model.to(memory_format=layout)
+            for _ in range(2):                                   # buffers grow, shrink, are reused
+                for x, expected in zip(inputs, fresh):
+                    torch.testing.assert_close(reused(x.contiguous(memory_format=layout)), expected,
+                                               atol=1e-5, rtol=1e-5)
+    workspace = model.groups[0].attention.workspace
+    assert {name for _, name in workspace._buffers} >= {"weights", "wrapped", "mixed", "attended", "values"}
+
+
+def test_workspace_is_per_thread_and_not_copied():
+    model = _fresh_lcoa()
+    g = torch.Generator().manual_seed(4)
+    inputs = [torch.rand(1, 3, 30 + 7 * i, 41, generator=g) for i in range(4)]
+    with torch.no_grad():
+        expected = [copy.deepcopy(model)(x) for x in inputs]
+    results: dict[int, torch.Tensor] = {}
+
+    def run(i: int) -> None:
+        with torch.no_grad():
+            for _ in range(3):
+                results[i] = model(inputs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, x in enumerate(expected):
+        torch.testing.assert_close(results[i], x, atol=1e-5, rtol=1e-5)
+    assert not copy.deepcopy(model).groups[0].attention.workspace._buffers
+
+
+def test_training_forward_leaves_the_workspace_alone():
+    model = _fresh_lcoa().train()
+    model(torch.rand(2, 3, 24, 24)).square().mean().backward()
+    assert not model.groups[0].attention.workspace._buffers

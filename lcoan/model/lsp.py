@@ -16,6 +16,8 @@ never changes state.
 """
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -49,8 +51,8 @@ def nearest_centroid(features: Tensor, centroids: Tensor) -> Tensor:
     return (features @ centroids.t()).argmax(dim=-1)
 
 # ----------------------------------------------------------------------------- Eq. 8: windows
-def gather_rows(rows: Tensor, index: Tensor) -> Tensor:
-    """rows [B, L, C], index [B, M] -> rows[b, index[b, m]] as [B, M, C].
+def gather_rows(rows: Tensor, index: Tensor, out: Tensor | None = None) -> Tensor:
+    """rows [B, L, C], index [B, M] -> rows[b, index[b, m]] as [B, M, C] (into ``out`` if given).
 
     One ``index_select`` on the flattened rows: on CPU it is several times faster than
     ``gather`` with an index expanded over C, and it exports as a single ONNX Gather.
@@ -60,6 +62,8 @@ def gather_rows(rows: Tensor, index: Tensor) -> Tensor:
     # rows of an NCHW map are strided by H*W: one transpose copy first, then each row
     # gathered is one cache line instead of C (3x faster on CPU)
     flat = rows.contiguous().reshape(batch * length, channels)
+    if out is not None:
+        return torch.index_select(flat, 0, (index + offsets).reshape(-1), out=out.view(-1, channels)).view(out.shape)
     return flat.index_select(0, (index + offsets).reshape(-1)).view(batch, index.shape[1], channels)
 
 
@@ -114,16 +118,16 @@ def neighbour_index(wrapped_index: Tensor, window: int) -> Tensor:
 
 # ----------------------------------------------------------------------------- Eq. 9: weights
 def _blockwise(fn, blocks: list[tuple[int, int]], shape: tuple[int, ...], like: Tensor, grad: bool,
-               writes_out: bool = False) -> Tensor:
+               writes_out: bool = False, out: Tensor | None = None) -> Tensor:
     """fn(a, b) for every block of windows, joined along dim 1 into a tensor of ``shape``.
 
     With autograd (or a single block) the blocks are concatenated. Without, they are written
-    straight into one preallocated tensor, so no whole-image temporary is ever made;
-    ``writes_out`` fns take that slice as ``out=`` and fill it themselves.
+    straight into one preallocated tensor (``out`` if given), so no whole-image temporary is
+    ever made; ``writes_out`` fns take that slice as ``out=`` and fill it themselves.
     """
-    if (grad and torch.is_grad_enabled()) or len(blocks) == 1:
+    if (grad and torch.is_grad_enabled()) or (len(blocks) == 1 and out is None):
         return torch.cat([fn(a, b) for a, b in blocks], dim=1)
-    out = like.new_empty(shape)
+    out = like.new_empty(shape) if out is None else out
     for a, b in blocks:
         if writes_out and out.shape[0] == 1:  # a batch of one: the slice is contiguous
             fn(a, b, out=out[:, a:b])
@@ -140,6 +144,36 @@ def _window_blocks(n_windows: int, window: int, device: torch.device) -> list[tu
     return [(start, min(start + size, n_windows)) for start in range(0, n_windows, size)]
 
 
+class Workspace:
+    """Reused CPU buffers for LSP's large temporaries in inference, one set per thread.
+
+    A fresh tensor of tens of MB comes straight from ``mmap``, and the first touch of each of its
+    pages is a fault: for ``edge`` at 270x480 the weights (200 MB) and the three per-group row
+    buffers (33 MB each) took about a quarter of the attention's time in faults alone. Not used
+    under autograd (saved tensors must not be overwritten) nor off CPU (the caching allocator
+    already reuses memory). A deep copy of a model starts with an empty workspace.
+    """
+
+    def __init__(self):
+        self._buffers: dict[tuple[int, str], Tensor] = {}
+
+    def __deepcopy__(self, memo) -> "Workspace":
+        return Workspace()
+
+    @staticmethod
+    def usable(like: Tensor) -> bool:
+        return like.device.type == "cpu" and not torch.is_grad_enabled() and not _exporting()
+
+    def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """An uninitialised tensor of ``shape`` (``like``'s dtype and device) that stays this
+        thread's ``name`` buffer until the next call with the same name."""
+        key, numel = (threading.get_ident(), name), math.prod(shape)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buffers[key] = like.new_empty(numel)
+        return buf[:numel].view(shape)
+
+
 @dataclass
 class SparsePattern:
     """LSP pattern for a batch: which rows each window reads, and with what weights."""
@@ -149,6 +183,7 @@ class SparsePattern:
     weights: Tensor        # [B, W, w, 3w] attention weights over keys [previous, current, next]
     window: int
     grid: tuple | None = None  # (B, H, W) of the feature map, for exported consumers
+    workspace: Workspace | None = None  # reused buffers for apply (inference on CPU only)
 
     def apply(self, values: Tensor) -> Tensor:
         """values [B, L, C] -> attended values [B, L, C] (Eq. 12: A_s W(X))."""
@@ -158,18 +193,25 @@ class SparsePattern:
             keys = gather_rows(values, neighbour_index(self.wrapped_index, w))       # [B, W*3w, C]
             mixed = self.weights @ keys.reshape(batch, n_windows, 3 * w, channels)
             return gather_rows(mixed.reshape(batch, -1, channels), self.inverse)
-        wrapped = gather_rows(values, self.wrapped_index)                   # [B, (W+2)*w, C]
+        ws = self.workspace if self.workspace is not None and Workspace.usable(values) else None
+        if ws is not None and not values.is_contiguous():  # NCHW maps: rows strided by H*W
+            values = ws.take("values", tuple(values.shape), values).copy_(values)
+        wrapped = gather_rows(values, self.wrapped_index, ws and ws.take(  # [B, (W+2)*w, C]
+            "wrapped", (batch, self.wrapped_index.shape[1], channels), values))
 
         def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
             return torch.matmul(self.weights[:, a:b], adjacent_windows(wrapped[:, a * w:(b + 2) * w], w), out=out)
 
-        mixed = _blockwise(block, _window_blocks(n_windows, w, values.device), (batch, n_windows, w, channels), values,
-                           grad=values.requires_grad or self.weights.requires_grad, writes_out=True)  # [B, W, w, C]
-        return gather_rows(mixed.reshape(batch, -1, channels), self.inverse)
+        shape = (batch, n_windows, w, channels)
+        mixed = _blockwise(block, _window_blocks(n_windows, w, values.device), shape, values,  # [B, W, w, C]
+                           grad=values.requires_grad or self.weights.requires_grad, writes_out=True,
+                           out=ws and ws.take("mixed", shape, values))
+        return gather_rows(mixed.reshape(batch, -1, channels), self.inverse,
+                           ws and ws.take("attended", tuple(values.shape), values))
 
 
 def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int,
-                   grid: tuple | None = None) -> SparsePattern:
+                   grid: tuple | None = None, workspace: Workspace | None = None) -> SparsePattern:
     """Windowed attention weights over the cluster-sorted sequence (Eq. 8-9).
 
     Queries are the raw embeddings; keys are the same embeddings L2-normalised. Each window
@@ -188,16 +230,14 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int,
 
     def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
         keys_t = adjacent_windows(keys[:, a * window:(b + 2) * window], window).transpose(-1, -2)
-        if out is None:
-            return torch.softmax(q[:, a:b] @ keys_t, dim=-1)
-        scores = torch.matmul(q[:, a:b], keys_t, out=out)  # softmax in place, block in cache
-        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-        return scores.div_(scores.sum(dim=-1, keepdim=True))
+        weights = torch.softmax(q[:, a:b] @ keys_t, dim=-1)  # one block: scores stay in cache
+        return weights if out is None else out.copy_(weights)
 
-    weights = _blockwise(block, _window_blocks(q.shape[1], window, q.device),                 # [B, W, w, 3w]
-                         (q.shape[0], q.shape[1], window, 3 * window), queries, grad=queries.requires_grad,
-                         writes_out=True)
-    return SparsePattern(wrapped_index, inverse, weights, window, grid)
+    shape = (q.shape[0], q.shape[1], window, 3 * window)
+    ws = workspace if workspace is not None and Workspace.usable(queries) else None
+    weights = _blockwise(block, _window_blocks(q.shape[1], window, q.device), shape, queries,  # [B, W, w, 3w]
+                         grad=queries.requires_grad, writes_out=True, out=ws and ws.take("weights", shape, queries))
+    return SparsePattern(wrapped_index, inverse, weights, window, grid, ws)
 
 
 # ----------------------------------------------------------------------------- Eq. 10: centroids
@@ -279,13 +319,14 @@ class LearnableSparseAttention(CollaborativeAttention):
         self.kmeans = ClusterCentroids(num_clusters, match_dim, centroid_decay)
         self.window_size = window_size
         self.sort_fn: sort_lib.ClusterSort = sort_lib.stable_sort
+        self.workspace = Workspace()
 
     def compute_pattern(self, x: Tensor) -> SparsePattern:
         match = self.match_conv(x)
         queries = _rows(match)
         ids = self.kmeans(queries)  # detached: the sort is not differentiable, the weights are
         perm, inverse = self.sort_fn(ids, self.kmeans.num_clusters)
-        return sparse_pattern(queries, perm, inverse, self.window_size, _grid(match))
+        return sparse_pattern(queries, perm, inverse, self.window_size, _grid(match), self.workspace)
 
     def forward(self, x: Tensor, pattern: Pattern) -> tuple[Tensor, Pattern]:
         return super().forward(x, self.compute_pattern(x))
