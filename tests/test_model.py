@@ -13,7 +13,8 @@ from lcoan import CheckpointError, build_model, load_model
 from lcoan.checkpoint import save_checkpoint, to_official_state_dict
 from lcoan.model import attention as attention_mod
 from lcoan.model.lsp import ClusterCentroids
-from lcoan.model.lsp import Workspace, gather_rows, sparse_pattern
+from lcoan.model.coa import Workspace
+from lcoan.model.lsp import gather_rows, sparse_pattern
 from lcoan.model.sort import counting_sort, stable_sort
 
 

@@ -16,8 +16,6 @@ never changes state.
 """
 from __future__ import annotations
 
-import math
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import sort as sort_lib
-from .coa import CollaborativeAttention, _exporting, _grid, _rows
+from .coa import CollaborativeAttention, Workspace, _exporting, _grid, _rows
 
 KMEANS_INIT_ITERS = 10
 KEY_NORM_EPS = 5e-5  # the public model's eps for L2-normalised keys
@@ -144,36 +142,6 @@ def _window_blocks(n_windows: int, window: int, device: torch.device) -> list[tu
     return [(start, min(start + size, n_windows)) for start in range(0, n_windows, size)]
 
 
-class Workspace:
-    """Reused CPU buffers for LSP's large temporaries in inference, one set per thread.
-
-    A fresh tensor of tens of MB comes straight from ``mmap``, and the first touch of each of its
-    pages is a fault: for ``edge`` at 270x480 the weights (200 MB) and the three per-group row
-    buffers (33 MB each) took about a quarter of the attention's time in faults alone. Not used
-    under autograd (saved tensors must not be overwritten) nor off CPU (the caching allocator
-    already reuses memory). A deep copy of a model starts with an empty workspace.
-    """
-
-    def __init__(self):
-        self._buffers: dict[tuple[int, str], Tensor] = {}
-
-    def __deepcopy__(self, memo) -> "Workspace":
-        return Workspace()
-
-    @staticmethod
-    def usable(like: Tensor) -> bool:
-        return like.device.type == "cpu" and not torch.is_grad_enabled() and not _exporting()
-
-    def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """An uninitialised tensor of ``shape`` (``like``'s dtype and device) that stays this
-        thread's ``name`` buffer until the next call with the same name."""
-        key, numel = (threading.get_ident(), name), math.prod(shape)
-        buf = self._buffers.get(key)
-        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._buffers[key] = like.new_empty(numel)
-        return buf[:numel].view(shape)
-
-
 @dataclass
 class SparsePattern:
     """LSP pattern for a batch: which rows each window reads, and with what weights."""
@@ -194,8 +162,6 @@ class SparsePattern:
             mixed = self.weights @ keys.reshape(batch, n_windows, 3 * w, channels)
             return gather_rows(mixed.reshape(batch, -1, channels), self.inverse)
         ws = self.workspace if self.workspace is not None and Workspace.usable(values) else None
-        if ws is not None and not values.is_contiguous():  # NCHW maps: rows strided by H*W
-            values = ws.take("values", tuple(values.shape), values).copy_(values)
         wrapped = gather_rows(values, self.wrapped_index, ws and ws.take(  # [B, (W+2)*w, C]
             "wrapped", (batch, self.wrapped_index.shape[1], channels), values))
 
