@@ -369,6 +369,16 @@ def test_workspace_is_per_thread_and_not_copied():
     assert not copy.deepcopy(model).groups[0].attention.workspace._buffers
 
 
+def test_workspace_serves_inference_mode_and_no_grad_in_turn():
+    model = _fresh_lcoa()
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        expected = copy.deepcopy(model)(x)
+    for mode in (torch.inference_mode, torch.no_grad, torch.inference_mode):
+        with mode():
+            torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_training_forward_leaves_the_workspace_alone():
     model = _fresh_lcoa().train()
     model(torch.rand(2, 3, 24, 24)).square().mean().backward()

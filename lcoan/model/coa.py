@@ -45,13 +45,14 @@ def _exporting() -> bool:
 
 
 class Workspace:
-    """Reused CPU buffers for LSP's large temporaries in inference, one set per thread.
+    """Reused CPU buffers for the attention's large temporaries in inference, one set per thread.
 
     A fresh tensor of tens of MB comes straight from ``mmap``, and the first touch of each of its
-    pages is a fault: for ``edge`` at 270x480 the weights (200 MB) and the three per-group row
-    buffers (33 MB each) took about a quarter of the attention's time in faults alone. Not used
-    under autograd (saved tensors must not be overwritten) nor off CPU (the caching allocator
-    already reuses memory). A deep copy of a model starts with an empty workspace.
+    pages is a fault: for ``edge`` at 270x480 the weights (200 MB) and the four row buffers of a
+    group (33 MB each) cost about 80 ms in the producer and 40 ms per group in faults alone. Not
+    used under autograd (saved tensors must not be overwritten), off CPU (the caching allocator
+    already reuses memory) or in export. The buffers stay until the model is freed; a deep copy
+    starts empty.
     """
 
     def __init__(self):
@@ -69,7 +70,9 @@ class Workspace:
         thread's ``name`` buffer until the next call with the same name."""
         key, numel = (threading.get_ident(), name), math.prod(shape)
         buf = self._buffers.get(key)
-        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        # a buffer made under inference_mode cannot be written outside it, nor the reverse
+        if (buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device
+                or buf.is_inference() != torch.is_inference_mode_enabled()):
             buf = self._buffers[key] = like.new_empty(numel)
         return buf[:numel].view(shape)
 
@@ -92,7 +95,7 @@ class CollaborativeAttention(nn.Module):
         """W(X) of Eq. 12 as rows [B, H*W, C]: the 1x1 conv as one GEMM on the NHWC view of x.
 
         For an NCHW map that view is a transposed matrix, which the GEMM reads as such: no
-        transpose copy, and about half the time of the 1x1 convolution on CPU.
+        transpose copy, and half the time of the 1x1 convolution there (CPU; NHWC: the same).
         """
         batch, channels, height, width = x.shape
         out = None
