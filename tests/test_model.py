@@ -377,6 +377,9 @@ def test_workspace_serves_inference_mode_and_no_grad_in_turn():
     for mode in (torch.inference_mode, torch.no_grad, torch.inference_mode):
         with mode():
             torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 on CPU, as before
+        low = model(x)
+    assert torch.isfinite(low).all() and (low.float() - expected).abs().max() < 0.1
 
 
 def test_training_forward_leaves_the_workspace_alone():

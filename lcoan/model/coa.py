@@ -44,6 +44,13 @@ def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 class Workspace:
     """Reused CPU buffers for the attention's large temporaries in inference, one set per thread.
 
@@ -63,7 +70,9 @@ class Workspace:
 
     @staticmethod
     def usable(like: Tensor) -> bool:
-        return like.device.type == "cpu" and not torch.is_grad_enabled() and not _exporting()
+        # not under autocast either: it skips ops given out=, whose dtypes would then not match
+        return (like.device.type == "cpu" and not torch.is_grad_enabled() and not _exporting()
+                and not _cpu_autocast())
 
     def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape`` (``like``'s dtype and device) that stays this
