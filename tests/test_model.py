@@ -1,6 +1,7 @@
 """Core model: golden reproduction, LSP/CoA semantics, checkpoints, parameter counts."""
 import copy
 import csv
+import pickle
 import threading
 
 import numpy as np
@@ -301,7 +302,7 @@ def test_fast_sparse_attention_equals_reference(batch, length, window, grad):
     with torch.set_grad_enabled(grad):
         out = sparse_pattern(queries.requires_grad_(grad), perm, inverse, window, workspace=workspace).apply(values)
     torch.testing.assert_close(out.detach(), expected, atol=1e-5, rtol=1e-5)
-    assert bool(workspace._buffers) == (not grad), "the workspace serves inference, never autograd"
+    assert bool(workspace.names()) == (not grad), "the workspace serves inference, never autograd"
     if grad:
         out.square().sum().backward()
         assert torch.isfinite(queries.grad).all() and queries.grad.abs().sum() > 0
@@ -343,7 +344,7 @@ def test_workspace_reuse_across_sizes_batches_and_layouts_changes_nothing():
                     torch.testing.assert_close(reused(x.contiguous(memory_format=layout)), expected,
                                                atol=1e-5, rtol=1e-5)
     workspace = model.groups[0].attention.workspace
-    assert {name for _, name in workspace._buffers} >= {"weights", "wrapped", "mixed", "attended", "values"}
+    assert workspace.names() >= {"weights", "wrapped", "mixed", "attended", "values"}
 
 
 def test_workspace_is_per_thread_and_not_copied():
@@ -366,7 +367,14 @@ def test_workspace_is_per_thread_and_not_copied():
         t.join()
     for i, x in enumerate(expected):
         torch.testing.assert_close(results[i], x, atol=1e-5, rtol=1e-5)
-    assert not copy.deepcopy(model).groups[0].attention.workspace._buffers
+    assert not model.groups[0].attention.workspace.names(), "the main thread ran nothing"
+    with torch.no_grad():
+        model(inputs[0])
+    assert model.groups[0].attention.workspace.names()
+    assert not copy.deepcopy(model).groups[0].attention.workspace.names()
+    clone = pickle.loads(pickle.dumps(model))  # copies and pickles carry no buffers
+    assert not clone.groups[0].attention.workspace.names()
+    assert len(pickle.dumps(model)) < 2 * len(pickle.dumps(copy.deepcopy(model)))
 
 
 def test_workspace_serves_inference_mode_and_no_grad_in_turn():
@@ -385,4 +393,4 @@ def test_workspace_serves_inference_mode_and_no_grad_in_turn():
 def test_training_forward_leaves_the_workspace_alone():
     model = _fresh_lcoa().train()
     model(torch.rand(2, 3, 24, 24)).square().mean().backward()
-    assert not model.groups[0].attention.workspace._buffers
+    assert not model.groups[0].attention.workspace.names()

@@ -58,15 +58,19 @@ class Workspace:
     pages is a fault: for ``edge`` at 270x480 the weights (200 MB) and the four row buffers of a
     group (33 MB each) cost about 80 ms in the producer and 40 ms per group in faults alone. Not
     used under autograd (saved tensors must not be overwritten), off CPU (the caching allocator
-    already reuses memory) or in export. The buffers stay until the model is freed; a deep copy
-    starts empty.
+    already reuses memory) or in export. A thread's set lives as long as the thread and the
+    model (a pool of N threads running one model holds N sets); copies and pickles start empty.
     """
 
     def __init__(self):
-        self._buffers: dict[tuple[int, str], Tensor] = {}
+        self._local = threading.local()
 
-    def __deepcopy__(self, memo) -> "Workspace":
-        return Workspace()
+    def __reduce__(self):
+        return Workspace, ()
+
+    def names(self) -> set[str]:
+        """The buffers this thread holds."""
+        return set(getattr(self._local, "buffers", {}))
 
     @staticmethod
     def usable(like: Tensor) -> bool:
@@ -77,12 +81,13 @@ class Workspace:
     def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape`` (``like``'s dtype and device) that stays this
         thread's ``name`` buffer until the next call with the same name."""
-        key, numel = (threading.get_ident(), name), math.prod(shape)
-        buf = self._buffers.get(key)
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        numel = math.prod(shape)
+        buf = buffers.get(name)
         # a buffer made under inference_mode cannot be written outside it, nor the reverse
         if (buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device
                 or buf.is_inference() != torch.is_inference_mode_enabled()):
-            buf = self._buffers[key] = like.new_empty(numel)
+            buf = buffers[name] = like.new_empty(numel)
         return buf[:numel].view(shape)
 
 
