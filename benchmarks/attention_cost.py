@@ -13,6 +13,10 @@ excess / FLOP share says how many times its FLOP cost the attention really costs
 
 The stage tables come from torch.profiler and ORT's node profiler (self time per op, grouped
 into the paper's stages). Weights are random: time does not depend on them.
+
+The PyTorch rows include page faults of fresh tensors, which depend on what the process ran
+before; to time the compute alone, run with glibc keeping freed memory:
+``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 python -m benchmarks.attention_cost``.
 """
 from __future__ import annotations
 
