@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .coa import CollaborativeAttention, Pattern, _grid, _rows
-from .lsp import KEY_NORM_EPS
+from .lsp import unit_keys
 
 
 class NoAttention(nn.Module):
@@ -31,7 +30,7 @@ class DensePattern:
 
 
 def dense_pattern(queries: Tensor, grid: tuple | None = None) -> DensePattern:
-    keys = F.normalize(queries, p=2, dim=-1, eps=KEY_NORM_EPS)
+    keys = unit_keys(queries)
     return DensePattern(torch.softmax(queries @ keys.transpose(-1, -2), dim=-1), grid)
 
 
