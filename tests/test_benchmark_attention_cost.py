@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
 
 from benchmarks import attention_cost
 
@@ -17,3 +23,16 @@ def test_rows_for_pytorch_nchw_nhwc_and_ort(tmp_path) -> None:
         assert math.isclose(row["excess"], row["lcoa_ms"] / row["none_ms"] - 1)
         assert 0 < row["flop_share"] < 1
     assert {s["runtime"] for s in report["stages"]} == {"PyTorch", "ORT"}
+
+
+@pytest.mark.parametrize("flag, expected", [([], "glibc, freed memory retained"),
+                                            (["--system-allocator"], "system default")])
+def test_script_restarts_with_freed_memory_retained_unless_told_not_to(tmp_path, flag, expected) -> None:
+    out = tmp_path / "cost.json"
+    env = {k: v for k, v in os.environ.items() if k not in attention_cost.RETAIN_FREED_MEMORY}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.attention_cost", "--cases", "tiny:24x32",
+                           "--repeats", "1", "--no-ort", "--json", str(out), *flag],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(out.read_text())["allocator"] == expected
+    assert f"allocator: {expected}" in proc.stdout
