@@ -14,6 +14,7 @@ from lcoan import CheckpointError, build_model, load_model
 from lcoan.checkpoint import save_checkpoint, to_official_state_dict
 from lcoan.model import attention as attention_mod
 from lcoan.model.lsp import ClusterCentroids
+from lcoan.model import coa
 from lcoan.model.coa import Workspace
 from lcoan.model.lsp import gather_rows, sparse_pattern
 from lcoan.model.sort import counting_sort, stable_sort
@@ -323,6 +324,22 @@ def test_realtime_preset_fits_the_jetson_flop_budget():
     assert model.config.attention == "lcoa" and model.config.n_clusters > 1  # LSP + CoA kept
     assert mflops_per_pixel(model, 48, 64) <= 0.8  # MFLOP per LR pixel, attention included (issue budget)
     assert mflops_per_pixel(build_model("edge", scale=2), 48, 64) > 0.8  # the budget does bind
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 270, 48), (2, 5, 37, 11), (1, 3, 2, 1)])
+def test_blockwise_transposing_residual_add_equals_one_add(shape, monkeypatch):
+    monkeypatch.setattr(coa, "TRANSPOSE_BLOCK_BYTES", 4096)  # many blocks, a ragged last one
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=g)
+    batch, channels, height, width = shape
+    rows = torch.rand(batch, height * width, channels, generator=g)
+    view = coa._image(rows, x)
+    assert not view.is_contiguous()
+    with torch.no_grad():
+        assert torch.equal(coa._add_scaled(x, view, 0.1), torch.add(x, view, alpha=0.1))
+        nhwc = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(coa._add_scaled(nhwc, view, 0.1), torch.add(x, view, alpha=0.1))
+    assert torch.equal(coa._add_scaled(x, view, 0.1), torch.add(x, view, alpha=0.1))  # autograd on
 
 
 # ----------------------------------------------------------------------------- inference workspace
