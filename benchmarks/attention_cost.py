@@ -179,7 +179,7 @@ def main(argv=None) -> int:
             from export.to_onnx import build_onnx
             xs = x.numpy()
             graphs = [build_onnx(m, sort="onnx") for m in (lcoa, none)]
-            sessions = [ort_ops.session(g, threads=args.threads) for g in graphs]
+            sessions = [ort_ops.session(g, threads=args.threads, spin=False) for g in graphs]
             o_lcoa, o_none = _interleaved_min([lambda s=s: s.run(None, {"lr": xs}) for s in sessions], args.repeats)
             rows.append({"case": text, "runtime": "ORT", "lcoa_ms": o_lcoa, "none_ms": o_none,
                          "excess": o_lcoa / o_none - 1, "flop_share": row["flop_share"],

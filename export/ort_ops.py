@@ -57,8 +57,12 @@ def for_ort(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def session(model: str | os.PathLike | onnx.ModelProto, threads: int | None = None,
-            optimize: bool = True):
-    """A CPU ``InferenceSession`` for a graph of either sort form."""
+            optimize: bool = True, spin: bool = True):
+    """A CPU ``InferenceSession`` for a graph of either sort form.
+
+    ``spin=False`` stops idle worker threads from spinning, which matters when several sessions
+    take turns on the same cores (side-by-side timing): a spinning pool steals them.
+    """
     import onnxruntime as ort
 
     proto = model if isinstance(model, onnx.ModelProto) else None
@@ -66,6 +70,8 @@ def session(model: str | os.PathLike | onnx.ModelProto, threads: int | None = No
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if proto is None:
