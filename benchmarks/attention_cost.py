@@ -42,7 +42,7 @@ from .flops import mflops_per_pixel
 TORCH_STAGES = {
     "aten::mkldnn_convolution": "convolutions", "aten::_slow_conv2d_forward": "convolutions",
     "aten::thnn_conv2d": "convolutions", "aten::addmm": "convolutions",  # addmm: CoA's 1x1 W(X)
-    "aten::mm": "assignment (Eq. 6)", "aten::argmax": "assignment (Eq. 6)",
+    "aten::mm": "assignment (Eq. 6)", "aten::argmax": "assignment (Eq. 6)", "aten::max": "assignment (Eq. 6)",
     "aten::sort": "sort (Eq. 7)", "aten::scatter": "sort (Eq. 7)", "aten::cumsum": "sort (Eq. 7)",
     "aten::index_select": "gathers and copies", "aten::gather": "gathers and copies",
     "aten::cat": "gathers and copies", "aten::copy_": "gathers and copies",
