@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO, shared_path
 
@@ -61,3 +62,19 @@ def test_window_blocks_are_cpu_sized_only_on_cpu() -> None:
     assert len(cpu) > 1 and cpu[0][0] == 0 and cpu[-1][1] == n
     assert all(a < b for a, b in cpu) and all(cpu[i][1] == cpu[i + 1][0] for i in range(len(cpu) - 1))
     assert lsp._window_blocks(n, 32, torch.device("meta")) == [(0, n)]
+
+
+@pytest.mark.parametrize("threads, least", [(1, 1), (2, 40), (4, 80)])
+def test_cpu_blocks_hold_enough_windows_for_every_thread(threads, least) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        blocks = lsp._window_blocks(1013, 128, torch.device("cpu"))  # edge at 270x480
+    finally:
+        torch.set_num_threads(before)
+    sizes = [b - a for a, b in blocks]
+    assert blocks[0][0] == 0 and blocks[-1][1] == 1013
+    assert all(blocks[i][1] == blocks[i + 1][0] for i in range(len(blocks) - 1))
+    assert min(sizes[:-1]) >= least
+    if threads == 1:  # one thread keeps cache-sized blocks of about BLOCK_BYTES of weights
+        assert max(sizes) * 12 * 128 * 128 <= lsp.BLOCK_BYTES
