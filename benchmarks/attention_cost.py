@@ -70,11 +70,16 @@ RETAIN_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRE
 
 def allocator() -> str:
     retained = all(os.environ.get(k) == v for k, v in RETAIN_FREED_MEMORY.items())
-    return "glibc, freed memory retained" if retained else "system default"
+    return "glibc, freed memory retained" if retained and _glibc() else "system default"
+
+
+def _glibc() -> bool:
+    import platform
+    return platform.libc_ver()[0] == "glibc"
 
 
 def _restart_retaining_freed_memory() -> None:
-    if "--system-allocator" in sys.argv[1:] or allocator() != "system default":
+    if "--system-allocator" in sys.argv[1:] or allocator() != "system default" or not _glibc():
         return
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "benchmarks.attention_cost", *sys.argv[1:]],
