@@ -361,7 +361,7 @@ def test_workspace_reuse_across_sizes_batches_and_layouts_changes_nothing():
                     torch.testing.assert_close(reused(x.contiguous(memory_format=layout)), expected,
                                                atol=1e-5, rtol=1e-5)
     workspace = model.groups[0].attention.workspace
-    assert workspace.names() >= {"weights", "wrapped", "mixed", "attended", "values"}
+    assert workspace.names() >= {"weights", "wrapped", "mixed", "values"}
 
 
 def test_workspace_is_per_thread_and_not_copied():

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import sort as sort_lib
-from .coa import CollaborativeAttention, Workspace, _exporting, _grid, _rows
+from .coa import (CollaborativeAttention, Pattern, Workspace, _add_gathered, _add_scaled, _exporting, _grid, _image,
+                  _rows)
 
 KMEANS_INIT_ITERS = 10
 KEY_NORM_EPS = 5e-5  # the public model's eps for L2-normalised keys
@@ -182,40 +183,73 @@ class SparsePattern:
     window: int
     grid: tuple | None = None  # (B, H, W) of the feature map, for exported consumers
     workspace: Workspace | None = None  # reused buffers for apply (inference on CPU only)
+    # (values, their mixed rows): the producer's own product, made while its weights were in cache
+    premixed: tuple[Tensor, Tensor] | None = None
 
     def apply(self, values: Tensor) -> Tensor:
         """values [B, L, C] -> attended values [B, L, C] (Eq. 12: A_s W(X))."""
-        w = self.window
-        batch, n_windows, channels = values.shape[0], self.weights.shape[1], values.shape[-1]
         if _exporting():
+            w, batch, channels, n_windows = self.window, values.shape[0], values.shape[-1], self.weights.shape[1]
             keys = gather_rows(values, neighbour_index(self.wrapped_index, w))       # [B, W*3w, C]
             mixed = self.weights @ keys.reshape(batch, n_windows, 3 * w, channels)
             return gather_rows(mixed.reshape(batch, -1, channels), self.inverse)
-        ws = self.workspace if self.workspace is not None and Workspace.usable(values) else None
-        wrapped = gather_rows(values, self.wrapped_index, ws and ws.take(  # [B, (W+2)*w, C]
-            "wrapped", (batch, self.wrapped_index.shape[1], channels), values))
+        ws = self._workspace(values)
+        return gather_rows(self.mixed(values), self.inverse, ws and ws.take("attended", tuple(values.shape), values))
+
+    def add_applied(self, values: Tensor, x: Tensor, alpha: float) -> Tensor:
+        """x + alpha * apply(values), laid out as the map x [B, C, H, W]."""
+        if (self._workspace(values) is None or x.dtype != values.dtype
+                or not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
+            return _add_scaled(x, _image(self.apply(values), x), alpha)
+        return _add_gathered(x, self.mixed(values), self.inverse, alpha)
+
+    def mixed(self, values: Tensor) -> Tensor:
+        """values [B, L, C] -> A_s applied in sorted order, [B, W*w, C] (Eq. 12 before the inverse sort)."""
+        if self.premixed is not None and self.premixed[0] is values:
+            mixed, self.premixed = self.premixed[1], None
+            return mixed
+        ws = self._workspace(values)
+        wrapped = self.wrapped(values)
 
         def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
             weights = self.weights[:, a:b]
             if weights.device.type == "cpu" and not torch.is_grad_enabled():
                 _pull_into_cache(weights)
-            return torch.matmul(weights, adjacent_windows(wrapped[:, a * w:(b + 2) * w], w), out=out)
+            return self.mix_block(weights, wrapped, a, b, out)
 
+        batch, n_windows, w, channels = values.shape[0], self.weights.shape[1], self.window, values.shape[-1]
         shape = (batch, n_windows, w, channels)
         mixed = _blockwise(block, _window_blocks(n_windows, w, values.device), shape, values,  # [B, W, w, C]
                            grad=values.requires_grad or self.weights.requires_grad, writes_out=True,
                            out=ws and ws.take("mixed", shape, values))
-        return gather_rows(mixed.reshape(batch, -1, channels), self.inverse,
-                           ws and ws.take("attended", tuple(values.shape), values))
+        return mixed.reshape(batch, -1, channels)
+
+    def wrapped(self, values: Tensor) -> Tensor:
+        """values [B, L, C] -> [B, (W+2)*w, C] in sorted order, padded, one wrap window each side."""
+        ws = self._workspace(values)
+        return gather_rows(values, self.wrapped_index, ws and ws.take(
+            "wrapped", (values.shape[0], self.wrapped_index.shape[1], values.shape[-1]), values))
+
+    def mix_block(self, weights: Tensor, wrapped: Tensor, a: int, b: int, out: Tensor | None = None) -> Tensor:
+        """Windows a..b-1: their weights [B, b-a, w, 3w] times their keys' values -> [B, b-a, w, C]."""
+        w = self.window
+        return torch.matmul(weights, adjacent_windows(wrapped[:, a * w:(b + 2) * w], w), out=out)
+
+    def _workspace(self, values: Tensor) -> Workspace | None:
+        return self.workspace if self.workspace is not None and Workspace.usable(values) else None
 
 
 def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int,
-                   grid: tuple | None = None, workspace: Workspace | None = None) -> SparsePattern:
+                   grid: tuple | None = None, workspace: Workspace | None = None,
+                   values: Tensor | None = None) -> SparsePattern:
     """Windowed attention weights over the cluster-sorted sequence (Eq. 8-9).
 
     Queries are the raw embeddings; keys are the same embeddings L2-normalised. Each window
     attends to itself and its two neighbours (with wrap-around); softmax is order-free, so
     keeping the keys in memory order [previous, current, next] changes nothing but speed.
+
+    Given the producer's own ``values`` (CPU inference), each block of weights is also applied
+    to them while it is still in cache, instead of being read back from memory later.
     """
     slots = with_wrap_windows(padded_slot_index(queries.shape[1], window, queries.device), window)
     wrapped_index = perm.index_select(1, slots)                                  # [B, (W+2)*w]
@@ -226,19 +260,32 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int,
         scores = q @ keys.reshape(q.shape[0], q.shape[1], 3 * window, q.shape[-1]).transpose(-1, -2)
         return SparsePattern(wrapped_index, inverse, torch.softmax(scores, dim=-1), window, grid)
     keys = unit_keys(wrapped)
+    ws = workspace if workspace is not None and Workspace.usable(queries) else None
+    pattern = SparsePattern(wrapped_index, inverse, None, window, grid, ws)
+    batch, n_windows = q.shape[:2]
+    # a batch's blocks of windows are not contiguous slices, and _blockwise fills those only
+    fuse = (ws is not None and values is not None and batch == 1 and Workspace.usable(values)
+            and values.dtype == queries.dtype)
+    if fuse:
+        wrapped_values = pattern.wrapped(values)
+        mixed = ws.take("mixed", (batch, n_windows, window, values.shape[-1]), values)
 
     def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
         keys_t = adjacent_windows(keys[:, a * window:(b + 2) * window], window).transpose(-1, -2)
         scores = q[:, a:b] @ keys_t  # one block: the scores stay in cache
         if out is None:
             return torch.softmax(scores, dim=-1)
-        return torch.ops.aten._softmax.out(scores, -1, False, out=out)  # no copy of the weights
+        torch.ops.aten._softmax.out(scores, -1, False, out=out)  # no copy of the weights
+        if fuse:
+            pattern.mix_block(out, wrapped_values, a, b, out=mixed[:, a:b])
+        return out
 
-    shape = (q.shape[0], q.shape[1], window, 3 * window)
-    ws = workspace if workspace is not None and Workspace.usable(queries) else None
-    weights = _blockwise(block, _window_blocks(q.shape[1], window, q.device), shape, queries,  # [B, W, w, 3w]
-                         grad=queries.requires_grad, writes_out=True, out=ws and ws.take("weights", shape, queries))
-    return SparsePattern(wrapped_index, inverse, weights, window, grid, ws)
+    shape = (batch, n_windows, window, 3 * window)
+    pattern.weights = _blockwise(block, _window_blocks(n_windows, window, q.device), shape, queries,  # [B, W, w, 3w]
+                                 grad=queries.requires_grad, writes_out=True, out=ws and ws.take("weights", shape, queries))
+    if fuse:
+        pattern.premixed = (values, mixed.reshape(batch, -1, values.shape[-1]))
+    return pattern
 
 
 # ----------------------------------------------------------------------------- Eq. 10: centroids
@@ -322,12 +369,16 @@ class LearnableSparseAttention(CollaborativeAttention):
         self.sort_fn: sort_lib.ClusterSort = sort_lib.stable_sort
         self.workspace = Workspace()
 
-    def compute_pattern(self, x: Tensor) -> SparsePattern:
+    def compute_pattern(self, x: Tensor, values: Tensor | None = None) -> SparsePattern:
         match = self.match_conv(x)
         queries = _rows(match)
         ids = self.kmeans(queries)  # detached: the sort is not differentiable, the weights are
         perm, inverse = self.sort_fn(ids, self.kmeans.num_clusters)
-        return sparse_pattern(queries, perm, inverse, self.window_size, _grid(match), self.workspace)
+        return sparse_pattern(queries, perm, inverse, self.window_size, _grid(match), self.workspace, values)
 
     def forward(self, x: Tensor, pattern: Pattern) -> tuple[Tensor, Pattern]:
-        return super().forward(x, self.compute_pattern(x))
+        if _exporting() or not Workspace.usable(x):
+            return super().forward(x, self.compute_pattern(x))
+        values = self._values(x, self.workspace)  # first, so that the pattern applies itself to them
+        pattern = self.compute_pattern(x, values)
+        return self._attend(x, pattern, values), pattern
