@@ -411,3 +411,38 @@ def test_training_forward_leaves_the_workspace_alone():
     model = _fresh_lcoa().train()
     model(torch.rand(2, 3, 24, 24)).square().mean().backward()
     assert not model.groups[0].attention.workspace.names()
+
+
+@pytest.mark.parametrize("batch, layout", [(1, torch.contiguous_format), (1, torch.channels_last),
+                                           (2, torch.contiguous_format), (2, torch.channels_last)])
+def test_inference_path_equals_the_autograd_path(batch, layout, monkeypatch):
+    """No grad on CPU, the producer applies its weights to its own values block by block and each
+    group adds its gathered rows to X block by block; with autograd none of that runs."""
+    monkeypatch.setattr(coa, "GATHER_BLOCK_BYTES", 1000)  # many blocks, a ragged last one
+    torch.manual_seed(0)
+    model = build_model("tiny", scale=2).eval().to(memory_format=layout)
+    x = torch.rand(batch, 3, 37, 23, generator=torch.Generator().manual_seed(batch)).contiguous(memory_format=layout)
+    with torch.enable_grad():
+        expected = model(x.clone().requires_grad_()).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_producer_premix_and_gathered_add_equal_the_plain_apply(monkeypatch):
+    monkeypatch.setattr(coa, "GATHER_BLOCK_BYTES", 700)
+    g = torch.Generator().manual_seed(5)
+    queries, values = torch.randn(1, 300, 8, generator=g), torch.randn(1, 300, 12, generator=g)
+    perm, inverse = stable_sort(torch.randint(0, 5, (1, 300), generator=g), 5)
+    with torch.no_grad():
+        plain = sparse_pattern(queries, perm, inverse, 16).apply(values)
+        pattern = sparse_pattern(queries, perm, inverse, 16, workspace=Workspace(), values=values)
+        assert pattern.premixed is not None and pattern.premixed[0] is values
+        other = values + 1  # a different tensor is mixed afresh, not served the producer's rows
+        torch.testing.assert_close(pattern.apply(other), plain + 1, atol=1e-5, rtol=1e-5)
+        x = torch.randn(1, 12, 20, 15, generator=g)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            pattern = sparse_pattern(queries, perm, inverse, 16, workspace=Workspace(), values=values)
+            out = pattern.add_applied(values, x.contiguous(memory_format=layout), 0.1)
+            assert pattern.premixed is None, "the producer's rows are used once"
+            assert out.is_contiguous(memory_format=layout)
+            torch.testing.assert_close(out, x + 0.1 * coa._image(plain, x), atol=1e-6, rtol=1e-6)
