@@ -361,7 +361,7 @@ def test_workspace_reuse_across_sizes_batches_and_layouts_changes_nothing():
                     torch.testing.assert_close(reused(x.contiguous(memory_format=layout)), expected,
                                                atol=1e-5, rtol=1e-5)
     workspace = model.groups[0].attention.workspace
-    assert workspace.names() >= {"weights", "wrapped", "mixed", "values"}
+    assert workspace.names() >= {"weights", "mixed", "values"}
 
 
 def test_workspace_is_per_thread_and_not_copied():
@@ -415,9 +415,12 @@ def test_training_forward_leaves_the_workspace_alone():
 
 @pytest.mark.parametrize("batch, layout", [(1, torch.contiguous_format), (1, torch.channels_last),
                                            (2, torch.contiguous_format), (2, torch.channels_last)])
-def test_inference_path_equals_the_autograd_path(batch, layout, monkeypatch):
+@pytest.mark.parametrize("kernels", ["native", "torch ops"])
+def test_inference_path_equals_the_autograd_path(batch, layout, kernels, monkeypatch):
     """No grad on CPU, the producer applies its weights to its own values block by block and each
-    group adds its gathered rows to X block by block; with autograd none of that runs."""
+    group adds its gathered rows to X block by block (native kernels or PyTorch ops); with autograd
+    none of that runs."""
+    monkeypatch.setenv("LCOAN_NATIVE", "1" if kernels == "native" else "0")
     monkeypatch.setattr(coa, "GATHER_BLOCK_BYTES", 1000)  # many blocks, a ragged last one
     torch.manual_seed(0)
     model = build_model("tiny", scale=2).eval().to(memory_format=layout)
@@ -428,7 +431,9 @@ def test_inference_path_equals_the_autograd_path(batch, layout, monkeypatch):
         torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_producer_premix_and_gathered_add_equal_the_plain_apply(monkeypatch):
+@pytest.mark.parametrize("kernels", ["native", "torch ops"])
+def test_producer_premix_and_gathered_add_equal_the_plain_apply(kernels, monkeypatch):
+    monkeypatch.setenv("LCOAN_NATIVE", "1" if kernels == "native" else "0")
     monkeypatch.setattr(coa, "GATHER_BLOCK_BYTES", 700)
     g = torch.Generator().manual_seed(5)
     queries, values = torch.randn(1, 300, 8, generator=g), torch.randn(1, 300, 12, generator=g)

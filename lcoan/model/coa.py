@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import native
+
 
 class Pattern(Protocol):
     def apply(self, values: Tensor) -> Tensor: ...
@@ -84,6 +86,9 @@ def _add_gathered(x: Tensor, rows: Tensor, index: Tensor, alpha: float) -> Tenso
     added while still in cache instead of being written out whole and read back. For an NCHW
     ``x`` the add transposes each block as it goes (see ``_add_scaled``).
     """
+    fast = native.gather_add(x, rows, index, alpha)
+    if fast is not None:
+        return fast
     batch, channels, height, width = x.shape
     length = height * width
     out = torch.empty_like(x)

@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import native
 from . import sort as sort_lib
 from .coa import (CollaborativeAttention, Pattern, Workspace, _add_gathered, _add_scaled, _exporting, _grid, _image,
                   _rows)
@@ -185,6 +186,7 @@ class SparsePattern:
     workspace: Workspace | None = None  # reused buffers for apply (inference on CPU only)
     # (values, their mixed rows): the producer's own product, made while its weights were in cache
     premixed: tuple[Tensor, Tensor] | None = None
+    _keys_index: Tensor | None = None
 
     def apply(self, values: Tensor) -> Tensor:
         """values [B, L, C] -> attended values [B, L, C] (Eq. 12: A_s W(X))."""
@@ -209,6 +211,12 @@ class SparsePattern:
             mixed, self.premixed = self.premixed[1], None
             return mixed
         ws = self._workspace(values)
+        batch, n_windows, w, channels = values.shape[0], self.weights.shape[1], self.window, values.shape[-1]
+        if self.native(values):
+            shape = (batch, n_windows, w, channels)
+            out = ws.take("mixed", shape, values) if ws is not None else values.new_empty(shape)
+            native.window_apply(self.weights, values.reshape(-1, channels), self.keys_index(), out)
+            return out.reshape(batch, -1, channels)
         wrapped = self.wrapped(values)
 
         def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
@@ -217,7 +225,6 @@ class SparsePattern:
                 _pull_into_cache(weights)
             return self.mix_block(weights, wrapped, a, b, out)
 
-        batch, n_windows, w, channels = values.shape[0], self.weights.shape[1], self.window, values.shape[-1]
         shape = (batch, n_windows, w, channels)
         mixed = _blockwise(block, _window_blocks(n_windows, w, values.device), shape, values,  # [B, W, w, C]
                            grad=values.requires_grad or self.weights.requires_grad, writes_out=True,
@@ -234,6 +241,20 @@ class SparsePattern:
         """Windows a..b-1: their weights [B, b-a, w, 3w] times their keys' values -> [B, b-a, w, C]."""
         w = self.window
         return torch.matmul(weights, adjacent_windows(wrapped[:, a * w:(b + 2) * w], w), out=out)
+
+    def native(self, values: Tensor) -> bool:
+        """Whether ``mixed`` runs the native kernel (CPU float32 inference, contiguous operands)."""
+        return (not _exporting() and values.is_contiguous() and self.weights.is_contiguous()
+                and native.usable(self.weights, values))
+
+    def keys_index(self) -> Tensor:
+        """[B * W * 3w] rows of the flattened values [B * L, C] that the windows read, in order."""
+        if self._keys_index is None:
+            batch, length = self.inverse.shape
+            index = neighbour_index(self.wrapped_index, self.window)                  # [B, W * 3w]
+            offsets = torch.arange(batch, device=index.device).unsqueeze(1) * length
+            self._keys_index = (index + offsets).reshape(-1)
+        return self._keys_index
 
     def _workspace(self, values: Tensor) -> Workspace | None:
         return self.workspace if self.workspace is not None and Workspace.usable(values) else None
@@ -267,7 +288,11 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int,
     fuse = (ws is not None and values is not None and batch == 1 and Workspace.usable(values)
             and values.dtype == queries.dtype)
     if fuse:
-        wrapped_values = pattern.wrapped(values)
+        fast = values.is_contiguous() and native.usable(queries, values)
+        if fast:
+            rows, index = values.reshape(-1, values.shape[-1]), pattern.keys_index()
+        else:
+            wrapped_values = pattern.wrapped(values)
         mixed = ws.take("mixed", (batch, n_windows, window, values.shape[-1]), values)
 
     def block(a: int, b: int, out: Tensor | None = None) -> Tensor:
@@ -276,7 +301,9 @@ def sparse_pattern(queries: Tensor, perm: Tensor, inverse: Tensor, window: int,
         if out is None:
             return torch.softmax(scores, dim=-1)
         torch.ops.aten._softmax.out(scores, -1, False, out=out)  # no copy of the weights
-        if fuse:
+        if fuse and fast:
+            native.window_apply(out, rows, index[a * 3 * window:b * 3 * window], mixed[:, a:b])
+        elif fuse:
             pattern.mix_block(out, wrapped_values, a, b, out=mixed[:, a:b])
         return out
 
