@@ -48,6 +48,8 @@ TORCH_STAGES = {
     "aten::cat": "gathers and copies", "aten::copy_": "gathers and copies",
     "aten::clone": "gathers and copies",
     "aten::bmm": "window GEMMs (Eq. 8, 12)",
+    "lcoan::window_apply": "window GEMMs (Eq. 8, 12)",  # lcoan.model.native: gather of keys + GEMM
+    "lcoan::gather_add": "gathers and copies",          # lcoan.model.native: inverse gather + residual add
     "aten::amax": "window GEMMs (Eq. 8, 12)",  # lsp._pull_into_cache: the GEMMs' weights streamed in
     "aten::_softmax": "softmax (Eq. 9)",
     # not clamp_min: the convolutions' ReLU runs as clamp_min too, and the keys' clamp is tiny

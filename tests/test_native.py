@@ -111,3 +111,24 @@ def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
     stamp = path.stat().st_mtime_ns
     assert native.build() == path and path.stat().st_mtime_ns == stamp  # not rebuilt
     assert not list(path.parent.glob("tmp*")), "no half-written build left behind"
+
+
+def test_int32_sort_indices_reach_the_kernels_as_int64(monkeypatch):
+    from lcoan.model.sort import counting_sort
+    torch.manual_seed(0)
+    model = build_model("tiny", scale=2).eval()
+    model.set_sort(counting_sort)  # the exported sort's int32 form, run eagerly
+    x = torch.rand(1, 3, 31, 29)
+    with torch.no_grad():
+        fast = model(x)
+        monkeypatch.setenv("LCOAN_NATIVE", "0")
+        plain = model(x)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_flop_counting_sees_the_window_products():
+    """FlopCounterMode is a dispatch mode: under it the PyTorch ops run, so their FLOPs count."""
+    from benchmarks.flops import mflops_per_pixel
+    with_kernels = mflops_per_pixel(build_model("edge", scale=2))
+    assert with_kernels > 2.5  # edge: 2.58 MFLOP per LR pixel, attention included
+    assert with_kernels - mflops_per_pixel(build_model("edge", scale=2, attention="none")) > 0.3

@@ -253,7 +253,7 @@ class SparsePattern:
             batch, length = self.inverse.shape
             index = neighbour_index(self.wrapped_index, self.window)                  # [B, W * 3w]
             offsets = torch.arange(batch, device=index.device).unsqueeze(1) * length
-            self._keys_index = (index + offsets).reshape(-1)
+            self._keys_index = (index.long() + offsets).reshape(-1)  # the kernel reads int64 row ids
         return self._keys_index
 
     def _workspace(self, values: Tensor) -> Workspace | None:

@@ -99,9 +99,18 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+def _plain_eager() -> bool:
+    """No tracing, compiling or dispatch mode (FLOP counting, fake tensors) is watching: the
+    kernels read raw pointers, which those would neither see nor have."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None)
+
+
 def usable(weights: Tensor, rows: Tensor) -> bool:
     """Whether ``window_apply`` runs for these operands (CPU float32 inference, a supported C)."""
     if weights.device.type != "cpu" or weights.dtype != torch.float32 or rows.dtype != torch.float32:
+        return False
+    if not _plain_eager():
         return False
     if torch.is_grad_enabled() and (weights.requires_grad or rows.requires_grad):
         return False
@@ -119,8 +128,9 @@ def window_apply(weights: Tensor, rows: Tensor, index: Tensor, out: Tensor, thre
     n = weights.numel() // (3 * window * window)
     assert weights.is_contiguous() and rows.is_contiguous() and out.is_contiguous() and index.is_contiguous()
     assert index.dtype == torch.int64 and index.numel() == 3 * window * n and out.numel() == n * window * channels
-    status = library().lcoan_window_apply(weights.data_ptr(), rows.data_ptr(), index.data_ptr(), out.data_ptr(),
-                                          n, window, channels, threads or torch.get_num_threads())
+    with torch.profiler.record_function("lcoan::window_apply"):  # visible to torch.profiler
+        status = library().lcoan_window_apply(weights.data_ptr(), rows.data_ptr(), index.data_ptr(),
+                                              out.data_ptr(), n, window, channels, threads or torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"no native window kernel for {channels} channels")
     return out
@@ -131,18 +141,19 @@ def gather_add(x: Tensor, rows: Tensor, index: Tensor, alpha: float, threads: in
     where the kernel does not apply (then the caller does it with PyTorch ops)."""
     if (x.device.type != "cpu" or x.dtype != torch.float32 or rows.dtype != torch.float32
             or (torch.is_grad_enabled() and (x.requires_grad or rows.requires_grad))
-            or not rows.is_contiguous() or index.dtype != torch.int64 or library() is None):
+            or not rows.is_contiguous() or not _plain_eager() or library() is None):
         return None
     nchw = x.is_contiguous()
     if not (nchw or x.is_contiguous(memory_format=torch.channels_last)):
         return None
-    index = index.contiguous()
+    index = index.to(torch.int64).contiguous()
     batch, channels, height, width = x.shape
     out = torch.empty_like(x)
     step_x, step_rows = channels * height * width, rows.shape[1] * channels
     lib, threads = library(), threads or torch.get_num_threads()
-    for b in range(batch):
-        lib.lcoan_gather_add(x.data_ptr() + 4 * b * step_x, rows.data_ptr() + 4 * b * step_rows,
-                             index[b].data_ptr(), out.data_ptr() + 4 * b * step_x, height * width, channels,
-                             alpha, int(nchw), threads)
+    with torch.profiler.record_function("lcoan::gather_add"):
+        for b in range(batch):
+            lib.lcoan_gather_add(x.data_ptr() + 4 * b * step_x, rows.data_ptr() + 4 * b * step_rows,
+                                 index[b].data_ptr(), out.data_ptr() + 4 * b * step_x, height * width, channels,
+                                 alpha, int(nchw), threads)
     return out
