@@ -26,6 +26,9 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("csrc") / "window_apply.cpp"
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
+# OpenMP if the compiler has it: the loaded library then shares PyTorch's libgomp (same soname,
+# already loaded) and its thread pool. Without it the kernels run on one thread.
+OPENMP = ["-fopenmp"]
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -53,7 +56,7 @@ def _cpu_key() -> str:
 
 
 def library_path(compiler: str) -> Path:
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS, *OPENMP, _cpu_key()]).encode()).hexdigest()[:16]
     return cache_dir() / "native" / f"window_apply-{key}.so"
 
 
@@ -68,8 +71,12 @@ def build(compiler: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # built aside, then renamed: atomic
         out = Path(tmp) / path.name
-        proc = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out)], capture_output=True, text=True)
-        if proc.returncode != 0:
+        for extra in (OPENMP, []):
+            proc = subprocess.run([compiler, *FLAGS, *extra, str(SOURCE), "-o", str(out)],
+                                  capture_output=True, text=True)
+            if proc.returncode == 0:
+                break
+        else:
             raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {proc.stderr.strip()[-500:]}")
         os.replace(out, path)
     return path

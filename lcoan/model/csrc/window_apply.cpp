@@ -10,8 +10,10 @@
 // extensions compile it to AVX-512 where the build machine has it, and to AVX2 pairs otherwise.
 // Plain C ABI: no PyTorch or ONNX Runtime headers.
 #include <cstdint>
-#include <thread>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -66,6 +68,8 @@ void windows(const float* weights, const float* rows, const int64_t* index, floa
   }
 }
 
+// Threads come from OpenMP: loaded into a PyTorch process, that is PyTorch's own libgomp and
+// thread pool, so the kernels never compete with idle intra-op workers for the cores.
 template <int NV>
 void run(const float* weights, const float* rows, const int64_t* index, float* out, int64_t n, int w,
          int threads) {
@@ -73,10 +77,15 @@ void run(const float* weights, const float* rows, const int64_t* index, float* o
     windows<NV>(weights, rows, index, out, 0, n, w);
     return;
   }
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t)
-    pool.emplace_back(windows<NV>, weights, rows, index, out, n * t / threads, n * (t + 1) / threads, w);
-  for (auto& th : pool) th.join();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    windows<NV>(weights, rows, index, out, n * t / nt, n * (t + 1) / nt, w);
+  }
+#else
+  windows<NV>(weights, rows, index, out, 0, n, w);
+#endif
 }
 
 #ifdef __AVX512F__
@@ -171,12 +180,17 @@ void lcoan_gather_add(const float* x, const float* rows, const int64_t* index, f
     gather_add_span(x, rows, index, out, length, 0, length, channels, alpha, nchw != 0);
     return;
   }
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    const int64_t first = (length * t / threads) & ~int64_t{15}, last = t + 1 == threads ? length : (length * (t + 1) / threads) & ~int64_t{15};
-    pool.emplace_back(gather_add_span, x, rows, index, out, length, first, last, channels, alpha, nchw != 0);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t first = (length * t / nt) & ~int64_t{63};  // whole 64-position chunks per thread
+    const int64_t last = t + 1 == nt ? length : (length * (t + 1) / nt) & ~int64_t{63};
+    gather_add_span(x, rows, index, out, length, first, last, channels, alpha, nchw != 0);
   }
-  for (auto& th : pool) th.join();
+#else
+  gather_add_span(x, rows, index, out, length, 0, length, channels, alpha, nchw != 0);
+#endif
 }
 
 // 0 on success, 1 if the channel count has no kernel (callers fall back to Gather + MatMul).
