@@ -35,10 +35,10 @@ def test_window_kernel_equals_gather_and_matmul(batch, length, window, channels,
     pattern, values = _pattern(batch, length, window, channels)
     with torch.no_grad():
         monkeypatch.setenv("LCOAN_NATIVE", "0")
-        assert not pattern.native(values)
+        assert not pattern.runs_native(values)
         expected = pattern.mixed(values)
         monkeypatch.setenv("LCOAN_NATIVE", "1")
-        assert pattern.native(values)
+        assert pattern.runs_native(values)
         out = torch.empty(batch, pattern.weights.shape[1], window, channels)
         native.window_apply(pattern.weights, values.reshape(-1, channels), pattern.keys_index(), out, threads)
     torch.testing.assert_close(out.reshape(batch, -1, channels), expected, atol=1e-5, rtol=1e-5)
@@ -47,9 +47,9 @@ def test_window_kernel_equals_gather_and_matmul(batch, length, window, channels,
 def test_window_kernel_declines_what_it_has_no_tile_for():
     pattern, values = _pattern(1, 100, 8, 24)
     with torch.no_grad():
-        assert not pattern.native(values)  # 24 channels: Gather + MatMul instead
+        assert not pattern.runs_native(values)  # 24 channels: Gather + MatMul instead
         assert pattern.mixed(values).shape == (1, 104, 24)
-    assert not pattern.native(values.requires_grad_())
+    assert not pattern.runs_native(values.requires_grad_())
 
 
 @pytest.mark.parametrize("channels, height, width", [(64, 17, 23), (32, 9, 8), (24, 13, 11), (16, 64, 70)])

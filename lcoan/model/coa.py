@@ -112,7 +112,8 @@ class Workspace:
 
     A fresh tensor of tens of MB comes straight from ``mmap``, and the first touch of each of its
     pages is a fault: for ``edge`` at 270x480 the weights (200 MB) and the four row buffers of a
-    group (33 MB each) cost about 80 ms in the producer and 40 ms per group in faults alone. Not
+    group with PyTorch ops (33 MB each; the native kernels need two) cost about 80 ms in the
+    producer and 40 ms per group in faults alone. Not
     used under autograd (saved tensors must not be overwritten), off CPU (the caching allocator
     already reuses memory) or in export. A thread's set lives as long as the thread and the
     model (a pool of N threads running one model holds N sets); copies and pickles start empty.

@@ -212,7 +212,7 @@ class SparsePattern:
             return mixed
         ws = self._workspace(values)
         batch, n_windows, w, channels = values.shape[0], self.weights.shape[1], self.window, values.shape[-1]
-        if self.native(values):
+        if self.runs_native(values):
             shape = (batch, n_windows, w, channels)
             out = ws.take("mixed", shape, values) if ws is not None else values.new_empty(shape)
             native.window_apply(self.weights, values.reshape(-1, channels), self.keys_index(), out)
@@ -242,7 +242,7 @@ class SparsePattern:
         w = self.window
         return torch.matmul(weights, adjacent_windows(wrapped[:, a * w:(b + 2) * w], w), out=out)
 
-    def native(self, values: Tensor) -> bool:
+    def runs_native(self, values: Tensor) -> bool:
         """Whether ``mixed`` runs the native kernel (CPU float32 inference, contiguous operands)."""
         return (not _exporting() and values.is_contiguous() and self.weights.is_contiguous()
                 and native.usable(self.weights, values))
