@@ -2,7 +2,7 @@
 and where that time goes, stage by stage.
 
     python -m benchmarks.attention_cost [--cases edge:270x480 realtime:180x320] [--repeats 5]
-                                        [--threads 1] [--json out/benchmarks/attention_cost.json]
+                                        [--threads 1] [--ab-native] [--json out/benchmarks/attention_cost.json]
 
 For each case (preset at an LR size) it times the ``lcoa`` model and the ``attention="none"``
 model side by side in one process (runs interleaved, min of ``--repeats``), in PyTorch (NCHW,
@@ -10,6 +10,8 @@ and NHWC weights as the app and ``lcoan.upscale`` run them) and in the exported 
 (counting sort) on ONNX Runtime. "excess" is lcoa / none - 1; the goal
 is at most 25%. FLOP share is the attention's share of the FLOPs (benchmarks.flops), so
 excess / FLOP share says how many times its FLOP cost the attention really costs.
+``--ab-native`` adds PyTorch rows of the same ``lcoa`` model on PyTorch ops only (the native CPU
+kernels of ``lcoan.model.native`` off), timed in the same interleaved loop.
 
 The stage tables come from torch.profiler and ORT's node profiler (self time per op, grouped
 into the paper's stages). Weights are random: time does not depend on them.
@@ -106,6 +108,27 @@ def _interleaved_min(fns, repeats: int) -> list[float]:
     return [b * 1e3 for b in best]
 
 
+def _row(case: str, runtime: str, lcoa_ms: float, none_ms: float, flop_share: float) -> dict:
+    excess = lcoa_ms / none_ms - 1
+    return {"case": case, "runtime": runtime, "lcoa_ms": lcoa_ms, "none_ms": none_ms, "excess": excess,
+            "flop_share": flop_share, "cost_per_flop": excess / flop_share}
+
+
+def _torch_ops_only(fn):
+    """fn, run with the native attention kernels off (``LCOAN_NATIVE=0``): the A/B rows."""
+    def run():
+        old = os.environ.get("LCOAN_NATIVE")
+        os.environ["LCOAN_NATIVE"] = "0"
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ["LCOAN_NATIVE"]
+            else:
+                os.environ["LCOAN_NATIVE"] = old
+    return run
+
+
 def torch_stages(model, x) -> dict[str, float]:
     with torch.no_grad(), torch.profiler.profile() as prof:
         model(x)
@@ -152,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="runs per model, min taken (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.add_argument("--no-ort", action="store_true", help="PyTorch only")
+    parser.add_argument("--ab-native", action="store_true",
+                        help="also time lcoa on PyTorch ops only (LCOAN_NATIVE=0), interleaved with the rest")
     parser.add_argument("--system-allocator", action="store_true",
                         help="do not restart with glibc retaining freed memory (see the module docstring)")
     parser.add_argument("--json", default="out/benchmarks/attention_cost.json")
@@ -166,19 +191,18 @@ def main(argv=None) -> int:
         lcoa, none = (build_model(preset, scale=2, attention=a).eval() for a in ("lcoa", "none"))
         x = torch.rand(1, 3, h, w)
         f_lcoa, f_none = mflops_per_pixel(lcoa), mflops_per_pixel(none)
-        with torch.no_grad():
-            t_lcoa, t_none = _interleaved_min([lambda: lcoa(x), lambda: none(x)], args.repeats)
-        row = {"case": text, "runtime": "PyTorch", "lcoa_ms": t_lcoa, "none_ms": t_none,
-               "excess": t_lcoa / t_none - 1, "flop_share": f_lcoa / f_none - 1}
-        row["cost_per_flop"] = row["excess"] / row["flop_share"]
-        rows.append(row)
-        # NHWC weights, as the app's torch backend and lcoan.upscale run them
+        share = f_lcoa / f_none - 1
+        # NCHW, then NHWC weights as the app's torch backend and lcoan.upscale run them
         nhwc = [copy.deepcopy(m).to(memory_format=torch.channels_last) for m in (lcoa, none)]
-        with torch.no_grad():
-            c_lcoa, c_none = _interleaved_min([lambda: nhwc[0](x), lambda: nhwc[1](x)], args.repeats)
-        rows.append({"case": text, "runtime": "PyTorch NHWC", "lcoa_ms": c_lcoa, "none_ms": c_none,
-                     "excess": c_lcoa / c_none - 1, "flop_share": row["flop_share"],
-                     "cost_per_flop": (c_lcoa / c_none - 1) / row["flop_share"]})
+        for runtime, (m_lcoa, m_none) in (("PyTorch", (lcoa, none)), ("PyTorch NHWC", nhwc)):
+            fns = [lambda m=m_lcoa: m(x), lambda m=m_none: m(x)]
+            if args.ab_native:
+                fns.append(_torch_ops_only(lambda m=m_lcoa: m(x)))
+            with torch.no_grad():
+                times = _interleaved_min(fns, args.repeats)
+            rows.append(_row(text, runtime, times[0], times[1], share))
+            if args.ab_native:
+                rows.append(_row(text, f"{runtime}, PyTorch ops only", times[2], times[1], share))
         stages = {"case": text, "runtime": "PyTorch", **torch_stages(lcoa, x)}
         stage_rows.append(stages)
         if not args.no_ort:
@@ -188,9 +212,7 @@ def main(argv=None) -> int:
             graphs = [build_onnx(m, sort="onnx") for m in (lcoa, none)]
             sessions = [ort_ops.session(g, threads=args.threads, spin=False) for g in graphs]
             o_lcoa, o_none = _interleaved_min([lambda s=s: s.run(None, {"lr": xs}) for s in sessions], args.repeats)
-            rows.append({"case": text, "runtime": "ORT", "lcoa_ms": o_lcoa, "none_ms": o_none,
-                         "excess": o_lcoa / o_none - 1, "flop_share": row["flop_share"],
-                         "cost_per_flop": (o_lcoa / o_none - 1) / row["flop_share"]})
+            rows.append(_row(text, "ORT", o_lcoa, o_none, share))
             stage_rows.append({"case": text, "runtime": "ORT", **ort_stages(graphs[0], xs, args.threads)})
         print(f"{text}: done", file=sys.stderr)
 

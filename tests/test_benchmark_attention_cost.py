@@ -36,3 +36,15 @@ def test_script_restarts_with_freed_memory_retained_unless_told_not_to(tmp_path,
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(out.read_text())["allocator"] == expected
     assert f"allocator: {expected}" in proc.stdout
+
+
+def test_ab_native_rows_time_the_same_model_on_pytorch_ops(tmp_path) -> None:
+    out = tmp_path / "cost.json"
+    before = os.environ.get("LCOAN_NATIVE")
+    assert attention_cost.main(["--cases", "tiny:32x48", "--repeats", "1", "--no-ort", "--ab-native",
+                                "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["PyTorch", "PyTorch, PyTorch ops only",
+                                            "PyTorch NHWC", "PyTorch NHWC, PyTorch ops only"]
+    assert rows[0]["none_ms"] == rows[1]["none_ms"] and rows[0]["lcoa_ms"] != rows[1]["lcoa_ms"]
+    assert os.environ.get("LCOAN_NATIVE") == before, "the A/B left the switch as it found it"
