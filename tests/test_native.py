@@ -29,6 +29,7 @@ def _pattern(batch, length, window, channels, seed=0):
     (2, 301, 16, 32),    # padding, batch > 1
     (1, 1000, 40, 64),   # w not a multiple of the 6-row tile
     (3, 520, 24, 128),
+    (2, 4100, 64, 32),   # above TensorRT's 3840 TopK cap, batch > 1
 ])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_window_kernel_equals_gather_and_matmul(batch, length, window, channels, threads, monkeypatch):
