@@ -112,7 +112,7 @@ class TorchBackend(Backend):
         self.dev = torch.device(device)
         # NHWC weights: oneDNN (CPU) and cuDNN's FP16 kernels compute in NHWC, so NCHW pays a layout
         # conversion around every conv, and LSP's [B, H*W, C] rows become views instead of copies
-        # (edge at 180x320 on CPU: 0.85x the time; H100 FP16: 1.1-1.5x the fps, README).
+        # (edge at 180x320 on CPU: 0.85x the time; H100 FP16: 1.1-1.5x the fps, docs/benchmarks.md).
         # Outputs differ from NCHW by float rounding only (~2e-6).
         if self.source == "module":  # the caller's module keeps its dtype and layout
             model = copy.deepcopy(model)

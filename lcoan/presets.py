@@ -2,7 +2,7 @@
 
 paper  the published LCoAN (about 14.34M parameters at x2, every one used).
 edge   for real-time on Jetson-class GPUs: about 10x fewer FLOPs than ``paper``; see the
-       README's FLOP table (``python -m benchmarks.flops``).
+       FLOP table in docs/benchmarks.md (``python -m benchmarks.flops``).
 realtime  for real-time video on Jetson: at most 0.8 MFLOP per LR pixel counted whole,
        attention included (about 0.5), still LSP + CoA; chosen by ``benchmarks.realtime_sweep``.
 tiny   for tests: a few thousand parameters, every code path of ``paper``.
@@ -15,7 +15,7 @@ PRESETS: dict[str, dict] = {
     "edge": dict(n_feats=64, n_groups=5, n_blocks=2, n_clusters=64, window_size=128,
                  match_dim=32, res_scale=0.1),
     # chosen by benchmarks.realtime_sweep: windows of 32 cost less than 64 and trained at
-    # least as well on the same CPU budget (README, "The realtime preset")
+    # least as well on the same CPU budget (docs/benchmarks.md, "The realtime sweep")
     "realtime": dict(n_feats=32, n_groups=4, n_blocks=2, n_clusters=64, window_size=32,
                      match_dim=16, res_scale=0.1),
     "tiny": dict(n_feats=16, n_groups=3, n_blocks=1, n_clusters=8, window_size=16,

@@ -64,7 +64,7 @@ PRETRAINED: dict[str, PretrainedCfg] = {cfg.name: cfg for cfg in (
 # The weights each CLI loads when given none, per scale.
 DEFAULTS: dict[int, str] = {2: "edge_x2"}
 # What the app loads for video and live inputs when given none: there the cost per frame
-# decides (the numbers: README, "The `realtime` preset").
+# decides (the numbers: docs/benchmarks.md, "Quality of the bundled weights" and "The app").
 VIDEO_DEFAULTS: dict[int, str] = {2: "realtime_x2"}
 
 
