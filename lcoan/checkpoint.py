@@ -260,7 +260,9 @@ def build_from_checkpoint(path: str | os.PathLike, **overrides) -> tuple[LCoAN, 
     config.update({k: v for k, v in overrides.items() if v is not None})
     model = LCoAN(LCoANConfig(**config))
     load_into(model, state, path)
-    return model, raw
+    # weights saved in the training form of reparameterised convs load as the one conv each
+    # (model/reparam.py): everything downstream sees the preset's plain network
+    return model.collapse_reparam(), raw
 
 
 # --------------------------------------------------------------------------- writing

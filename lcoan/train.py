@@ -43,7 +43,8 @@ DEFAULTS: dict = {
              "repeat": 1, "workers": 2, "val": "benchmark/Set5", "val_max_images": 5,
              "hr_dir": "HR", "lr_dir": "LR_bicubic/X{s}"},
     "train": {"steps": 1000, "batch_size": 16, "lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
-              "milestones": [], "gamma": 0.5, "seed": 0, "ckpt_every": 500, "val_every": 500,
+              "schedule": "multistep", "milestones": [], "gamma": 0.5, "min_lr": 0.0, "channels_last": False,
+              "seed": 0, "ckpt_every": 500, "val_every": 500,
               "log_every": 20, "weight_ema": 0.0, "amp": True, "init_from": None, "out": "runs/edge_x2",
               "tensorboard": False, "device": "auto", "threads": 0},
 }
@@ -329,7 +330,8 @@ class _RunLog:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
-_ARCH_FIELDS = ("scale", "n_feats", "n_groups", "n_blocks", "n_clusters", "window_size", "match_dim", "attention")
+_ARCH_FIELDS = ("scale", "n_feats", "n_groups", "n_blocks", "n_clusters", "window_size", "match_dim", "attention",
+                "reparam")
 
 
 def check_resume_config(path, saved: dict, raw: dict, model, preset: str) -> None:
@@ -341,6 +343,19 @@ def check_resume_config(path, saved: dict, raw: dict, model, preset: str) -> Non
         raise CheckpointError(path, f"checkpoint of preset {old} x{saved.get('scale')} cannot resume preset "
                                     f"{preset} x{want['scale']} ({', '.join(diff)}); resume with the config it "
                                     "was trained with, or start a new run from it with train.init_from")
+
+
+SCHEDULES = ("multistep", "cosine")
+
+
+def make_scheduler(optimizer, tc: dict):
+    """``multistep``: lr x gamma at each milestone; ``cosine``: lr -> min_lr over train.steps (SGDR
+    without restarts, as BasicSR's efficient-SR recipes)."""
+    if tc["schedule"] not in SCHEDULES:
+        raise ConfigError(f"train.schedule {tc['schedule']!r} is not one of {', '.join(SCHEDULES)}")
+    if tc["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc["steps"], eta_min=tc["min_lr"])
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tc["milestones"]), gamma=tc["gamma"])
 
 
 @torch.no_grad()
@@ -404,9 +419,10 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
         for target in run_files:  # left by a kill during a checkpoint write
             for orphan in remove_orphans(target):
                 print(f"removed {orphan}: temporary file of an interrupted checkpoint write", file=sys.stderr)
-    model.to(device).train()
+    # NHWC convolutions are about 1.1x faster on CPU (benchmarks/train_speed.py); same arithmetic
+    model.to(device, memory_format=torch.channels_last if tc["channels_last"] else torch.preserve_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]), eps=tc["eps"])
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tc["milestones"]), gamma=tc["gamma"])
+    scheduler = make_scheduler(optimizer, tc)
     ema = None
     if tc["weight_ema"]:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -423,7 +439,8 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
         model.load_state_dict(state)
         optimizer.load_state_dict(raw["optimizer"])
         scheduler.load_state_dict(raw["scheduler"])
-        scheduler.milestones = Counter(tc["milestones"])  # the config may shorten a run's schedule
+        if tc["schedule"] == "multistep":
+            scheduler.milestones = Counter(tc["milestones"])  # the config may shorten a run's schedule
         scaler.load_state_dict(raw["scaler"])
         if ema is not None and raw.get("ema_model") is not None:
             ema.load_state_dict(raw["ema_model"])
@@ -496,6 +513,8 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
     try:
         for lr_batch, hr_batch in loader:
             lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
+            if tc["channels_last"]:
+                lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss = F.l1_loss(net(lr_batch), hr_batch)
             bad = (~torch.isfinite(loss.detach())).float()
