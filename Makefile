@@ -5,29 +5,15 @@ BIN := $(VENV)/bin
 
 .PHONY: setup serve-setup demo test bench clean gpu-check
 
-# GStreamer for the app's gst:/csi:/rtsp:// inputs and outputs (app/gst.py) is a system library:
-# Debian/Ubuntu packages, installed by setup when run as root with apt-get. The -dev packages
-# are what PyGObject (the gst extra) builds against.
-GST_APT := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp \
-	gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 \
-	libgirepository1.0-dev libcairo2-dev pkg-config
-
+# The venv for this machine (tools/setup_env.py, which prints each decision and why): a torch the
+# venv can already import is kept, the CPU pin torch==2.13.0 is installed only where there is none;
+# on a Jetson (or SYSTEM_SITE=1) the venv sees the system's packages (JetPack's TensorRT, cv2, gi,
+# NVIDIA's torch) and no extra replaces them; GStreamer comes from apt-get when run as root.
+# Variables given on make's command line reach the script's environment:
+#   make setup TORCH=keep|cpu|cuda|cu126   SYSTEM_SITE=1   EXTRAS=export,app
+#   python3 tools/setup_env.py --print-plan  # the decisions alone, nothing installed
 $(BIN)/.installed: pyproject.toml
-	$(PY) -m venv $(VENV)
-	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
-	# On a GPU machine, install your CUDA torch first and skip this line.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[export,trt,app,dev,serve]"
-	@if dpkg -s $(GST_APT) >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "setup: apt-get install GStreamer 1.x and the PyGObject build headers"; \
-	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    $(GST_APT) >/dev/null || exit 1; \
-	else echo "setup: not root or no apt-get: GStreamer not installed (needs: $(GST_APT)); the GStreamer tests will skip"; fi
-	@if pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
-	  $(BIN)/pip install -q -e ".[gst]"; \
-	else echo "setup: no gobject-introspection/cairo headers: PyGObject not installed; the GStreamer tests will skip"; fi
+	$(PY) tools/setup_env.py --venv $(VENV)
 	touch $@
 
 setup: $(BIN)/.installed
