@@ -64,8 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "--tile windows, default 64, so the server can batch them)")
     p.add_argument("--threads", type=int, help="CPU threads for torch/onnxruntime (default: the library's)")
     p.add_argument("--queue-size", type=int, default=4, help="items per queue between stages (default: 4)")
-    p.add_argument("--codec", help="video encoder (default: libx264 if available, else mpeg4)")
-    p.add_argument("--crf", type=int, help="x264 quality (default 18)")
+    p.add_argument("--codec", default="auto", help="video encoder; auto: h264_nvenc where it opens, else libx264 "
+                   "(a codec that does not open falls back to auto, said in one line; default: auto)")
+    p.add_argument("--preset", default=None, help="x264 preset (default: veryfast, real time on 2 cores; "
+                   "--realtime adds tune=zerolatency)")
+    p.add_argument("--crf", type=int, help="x264 quality (default 18; NVENC cq 23)")
+    p.add_argument("--hwdec", default="auto", help="video decoder: auto (NVDEC h264_cuvid/hevc_cuvid where the "
+                   "driver opens it, else threaded software), off, or a decoder name (default: auto)")
+    p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the device step "
+                   "(CUDA graphs for each frame size on CUDA); the first frames of each size wait for the compiler")
     p.add_argument("--synthetic", type=int, metavar="N", help="N random 16x16 frames instead of INPUT (soak test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="errors only: no progress bar and no summary")
@@ -130,6 +137,13 @@ def print_summary(s: dict, stream=sys.stderr) -> None:
           f"{s['fps']:.2f} fps, {s['backend']} {s['precision']} on {s['device']}; "
           f"latency ms mean/p50/p99: {parts}; RSS {s['rss_mb']['start']:.0f} -> {s['rss_mb']['end']:.0f} MiB",
           file=stream)
+    conv = s.get("frames_converted") or {}
+    video = [f"decoder {s['decoder']}" if s.get("decoder") else "", f"encoder {s['encoder']}" if s.get("encoder") else "",
+             f"colour {s['colour']}" if s.get("colour") else "",
+             (f"{conv['count']} frame(s) converted to yuv420p by swscale (from {', '.join(conv['from'])})"
+              if conv.get("count") else "")]
+    if any(video):
+        print("; ".join(v for v in video if v), file=stream)
 
 
 def _is_stream(spec: str) -> bool:
@@ -155,19 +169,21 @@ def _run(argv: Optional[list[str]]) -> int:
     # Setup errors (BackendUnavailable, SourceError, SinkError: LcoanErrors) are one line, status 2.
     backend = load_backend(args.backend, model, scale=args.scale, precision=args.precision,
                            device=None if args.device == "auto" else args.device, threads=args.threads, plugins=args.plugins,
-                           url=args.url, tile=args.tile, overlap=args.overlap)
+                           url=args.url, tile=args.tile, overlap=args.overlap, compile=args.compile)
     if args.scale and backend.scale != args.scale:
         raise BackendUnavailable(f"--scale {args.scale} but the model upscales x{backend.scale}")
     if args.simulate_latency_ms > 0:
         backend = SlowedBackend(backend, args.simulate_latency_ms / 1e3)
-    source = open_source(spec, queue_size=args.queue_size)
+    source = open_source(spec, queue_size=args.queue_size, hwdec=args.hwdec)
+    colour_note = _check_colour(source, backend, model or "the graph")
     if source.fps is None:
         from fractions import Fraction
         source.fps = Fraction(args.fps).limit_denominator(1001)
         source.time_base = 1 / source.fps
     output = args.output if args.output is not None else default_output(spec, backend.scale)
     _refuse_side_outputs(args, source)
-    sink = open_sink(output, source, codec=args.codec, crf=args.crf, scale=backend.scale)
+    sink = open_sink(output, source, codec=args.codec, crf=args.crf, scale=backend.scale, preset=args.preset,
+                     realtime=args.realtime)
 
     # A backend that cuts its own windows (triton: sent concurrently) must not get tiles of tiles.
     tile = None if getattr(backend, "tiles_itself", False) else args.tile
@@ -192,7 +208,7 @@ def _run(argv: Optional[list[str]]) -> int:
             signal.signal(signal.SIGINT, previous)
         progress.close(pipe)
         backend.close()
-    summary.update({"input": spec, "output": output, "model": model or "bundled weights"})
+    summary.update({"input": spec, "output": output, "model": model or "bundled weights", "colour": colour_note})
     problems = summary.get("problems", [])
     for line in problems[:50]:  # printed with --quiet too: they are errors, not progress
         print(f"warning: {line}", file=sys.stderr)
@@ -223,6 +239,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     """``python -m app`` (and the ``lcoan-app`` script): returns the exit status; setup errors are
     one line, status 2 (:func:`lcoan.errors.exit_status`)."""
     return exit_status(_run, argv)
+
+
+def _check_colour(source, backend, what: str) -> Optional[str]:
+    """How the stream's colour meets the backend's: one line. A tagged stream whose matrix or range
+    differs from an I420 graph's is refused (colours would shift); an untagged one takes the graph's."""
+    colour = getattr(source, "colour", None)
+    if colour is None:
+        return None
+    graph = getattr(backend, "graph_colour", None)
+    from .frames import Colour, colour_check
+    problem = colour_check(colour, graph, f"{what}'s i420 graph")
+    if problem:
+        raise BackendUnavailable(f"{getattr(source, 'path', 'input')}: {problem}")
+    if graph is not None and not colour.tagged:
+        source.colour = Colour(graph[0], graph[1])
+        return f"untagged stream, converted as the i420 graph's {graph[0]} {graph[1]}"
+    return colour.describe()
 
 
 def _refuse_side_outputs(args, source) -> None:

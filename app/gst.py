@@ -157,7 +157,7 @@ def wants_sink(spec: str, codec: Optional[str] = None) -> bool:
     the hardware encoder is in the registry and no PyAV ``--codec`` was asked for."""
     if spec.startswith(("gst:", "udp://", "rtsp://", "rtsps://")):
         return True
-    if codec is None and Path(spec).suffix.lower() in _FILE_SUFFIXES and have("nvv4l2h264enc"):
+    if codec in (None, "auto") and Path(spec).suffix.lower() in _FILE_SUFFIXES and have("nvv4l2h264enc"):
         return True
     return False
 
@@ -561,7 +561,9 @@ class GstSink(Sink):
         with self._lock:
             if self._closed:
                 return
-            image = frame.image
+            # appsrc takes packed RGB: decoded planes are converted here, the sink's one conversion
+            from .frames import to_rgb
+            image = to_rgb(frame.image, frame.fmt, frame.colour)
             h, w = image.shape[:2]
             if self.size is None:
                 # 4:2:0 encoders need even sizes: drop the last row/column of odd outputs
@@ -642,6 +644,7 @@ def open_gst_source(spec: str, queue_size: int = 4) -> GstSource:
     text, notes = source_pipeline(spec)
     _say(f"source {text}" + (f"  [{'; '.join(notes)}]" if notes else ""))
     src = GstSource(spec, text, queue_size=queue_size)
+    src.decoder_note = "GStreamer: " + ("; ".join(notes) if notes else "the given pipeline")
     _say(f"source {'live' if src.live else 'not live'}, {src.size[0]}x{src.size[1]}"
          + (f" at {float(src.fps):.3g} fps" if src.fps else ", frame rate unknown")
          + (f"; at most {src._queue.maxsize} frames queued, older ones dropped" if src.live else ""))
@@ -653,5 +656,6 @@ def open_gst_sink(spec: str, source: Source, crf: Optional[int] = None) -> GstSi
     live = bool(getattr(source, "live", False))
     text, notes, path = sink_pipeline(spec, crf=crf, live=live)
     sink = GstSink(spec, text, source.fps, live=live, final_path=path)
+    sink.encoder = "GStreamer: " + ("; ".join(notes) if notes else "the given pipeline")
     _say(f"sink {sink.text}" + (f"  [{'; '.join(notes)}]" if notes else ""))
     return sink

@@ -104,10 +104,10 @@ class PipelineConfig:
 
 
 class _Batch:
-    __slots__ = ("frames", "array")
+    __slots__ = ("frames", "array", "submit_s")
 
-    def __init__(self, frames: list, array: np.ndarray):
-        self.frames, self.array = frames, array
+    def __init__(self, frames: list, array):
+        self.frames, self.array, self.submit_s = frames, array, 0.0  # array: uint8, then a Pending
 
 
 class Pipeline:
@@ -121,7 +121,8 @@ class Pipeline:
         n = max(1, self.cfg.queue_size)
         self.queues = {name: queue.Queue(maxsize=n) for name in ("pre", "infer", "post", "encode")}
         # "capture": capture time stamp -> encoded, for sources that stamp frames (live GStreamer)
-        self.latency = {name: LatencyHistogram() for name in STAGES + ("e2e", "capture")}
+        # "submit": host time to hand a batch to the backend (on CUDA it returns before the result)
+        self.latency = {name: LatencyHistogram() for name in STAGES + ("submit", "e2e", "capture")}
         self.queue_max = {name: 0 for name in self.queues}
         self.frames_in = self.frames_out = self.dropped = self.discarded = 0
         self._count_lock = threading.Lock()
@@ -170,6 +171,9 @@ class Pipeline:
             self.error, self.error_stage = exc, stage
         self._failed.set()
         self.source.stop()
+        cancel = getattr(self.backend, "cancel", None)
+        if cancel is not None:  # a backend waiting for buffers the failed stage would have freed
+            cancel()
 
     # ------------------------------------------------------------------ stages
     # A stage is a body that :meth:`_stage` runs in its own thread. The body takes its items from
@@ -254,6 +258,8 @@ class Pipeline:
                 self.error, self.error_stage = exc, "decode"
 
     def _preprocess(self) -> None:
+        """Group frames of one layout and size into a uint8 batch: no float, no transpose here
+        (the backend converts, on its device where it has one)."""
         cfg = self.cfg
         forward = self._forward("infer")
         pending = None
@@ -271,14 +277,13 @@ class Pipeline:
                 if nxt is _END:
                     ended = True
                     break
-                if nxt.image.shape != item.image.shape:  # a size change closes the batch
+                if nxt.image.shape != item.image.shape or nxt.fmt != item.fmt:  # a change closes the batch
                     pending = nxt
                     break
                 frames.append(nxt)
             t = time.perf_counter()
-            array = np.empty((len(frames), 3) + frames[0].image.shape[:2], dtype=np.float32)
-            for i, f in enumerate(frames):
-                np.multiply(f.image.transpose(2, 0, 1), 1.0 / 255.0, out=array[i], casting="unsafe")
+            array = frames[0].image[None] if len(frames) == 1 else np.stack([f.image for f in frames])
+            for f in frames:
                 if self._wants_preview(f):
                     f.lr = f.image
                 f.image = None
@@ -308,6 +313,24 @@ class Pipeline:
             return torch.from_numpy(be.infer(np.ascontiguousarray(t.numpy())))
         return tiled_forward(fn, torch.from_numpy(x), be.scale, tile=tile, overlap=cfg.overlap).numpy()
 
+    def _needs_tiles(self, h: int, w: int) -> bool:
+        max_hw = getattr(self.backend, "max_hw", None)
+        tile = self.cfg.tile
+        return bool((tile and (tile < h or tile < w)) or (max_hw is not None and (h > max_hw[0] or w > max_hw[1])))
+
+    def _submit(self, item: _Batch):
+        """The backend's handle for one batch: its own uint8 path (on CUDA it returns before the
+        batch is done, so the next upload overlaps this inference), or the host float path with
+        tiles when the frames need them."""
+        be = self.backend
+        fmt, colour = item.frames[0].fmt, item.frames[0].colour
+        from .frames import frame_size
+        w, h = frame_size(item.array[0], fmt)
+        if self._needs_tiles(h, w):
+            from .backends import Backend, Pending
+            return Pending(Backend.run_u8(be, item.array, fmt, colour, infer=self._run_backend))
+        return be.submit(item.array, fmt, colour)
+
     def _infer(self) -> None:
         for item in self._inbox("infer", self._forward("post")):
             if self._abort.is_set():
@@ -315,43 +338,46 @@ class Pipeline:
                     self.discarded += len(item.frames)
                 continue
             t = time.perf_counter()
-            out = self._run_backend(item.array)
-            dt = time.perf_counter() - t
-            self.latency["infer"].add(dt, len(item.frames))
-            item.array = out
+            item.array = self._submit(item)
+            item.submit_s = time.perf_counter() - t
+            self.latency["submit"].add(item.submit_s / len(item.frames), len(item.frames))
             if not self._put("post", item):
                 return
 
     def _wants_preview(self, frame: Frame) -> bool:
         return bool(self.cfg.preview_dir and self.cfg.preview_every and frame.index % self.cfg.preview_every == 0)
 
-    def _preview(self, frame: Frame, sr: np.ndarray) -> None:
-        write_preview(self.cfg.preview_dir, frame.index, frame.lr, sr, self.backend.scale, self.cfg.preview_crop,
+    def _preview(self, frame: Frame, lr: np.ndarray, sr: np.ndarray) -> None:
+        write_preview(self.cfg.preview_dir, frame.index, lr, sr, self.backend.scale, self.cfg.preview_crop,
                       model=getattr(self.backend, "name", "model"))
         self.previews += 1
 
     def _postprocess(self) -> None:
         for item in self._inbox("post", self._forward("encode")):
+            pending = item.array
+            out, bad = pending.result()
             t = time.perf_counter()
-            out = item.array
             n = len(item.frames)
+            # infer: the device's own time where the backend measures it (CUDA events), else the
+            # host time of the call that ran it
+            device_ms = getattr(pending, "device_ms", None)
+            self.latency["infer"].add((device_ms / 1e3 if device_ms is not None else item.submit_s) / n, n)
             good = []
             for i, f in enumerate(item.frames):
-                bad = out[i].size - int(np.count_nonzero(np.isfinite(out[i])))
-                if bad:  # clipping would save NaN as black and Inf as white: not a picture
+                if i in bad:  # clipping would save NaN as black and Inf as white: not a picture
                     with self._count_lock:
                         self.nonfinite += 1
                         if len(self.problems) < 1000:
                             self.problems.append(
                                 f"frame {f.index}" + (f" ({f.path or f.name})" if f.path or f.name else "")
-                                + f": the model output has {bad} non-finite value(s) (NaN/Inf); not written")
+                                + ": the model output has non-finite values (NaN/Inf); not written")
                     f.lr = None
                     continue
                 good.append(f)
-                img = np.clip(out[i], 0.0, 1.0).transpose(1, 2, 0) * 255.0
-                f.image = np.ascontiguousarray((img + 0.5).astype(np.uint8))
+                f.image = out[i]
                 if f.lr is not None:
-                    self._preview(f, f.image)
+                    from .frames import to_rgb
+                    self._preview(f, to_rgb(f.lr, f.fmt, f.colour), to_rgb(f.image, f.fmt, f.colour))
                     f.lr = None
             self.latency["post"].add((time.perf_counter() - t) / n, n)
             item.array = None
@@ -381,6 +407,8 @@ class Pipeline:
         """Run to the end (or until :meth:`stop`); returns the summary dict. ``on_tick(self)`` is
         called from this thread about every ``tick_s`` seconds (progress display)."""
         self.rss_start = rss_mb()
+        from .frames import CONVERSIONS
+        self._conversions0 = CONVERSIONS.count
         self.t_start = time.perf_counter()
         bodies = (self._decode, self._preprocess, self._infer, self._postprocess, self._encode)
         threads = [threading.Thread(target=self._stage, args=(name, body), name=f"app-{name}", daemon=True)
@@ -408,6 +436,11 @@ class Pipeline:
         self.rss_end = rss_mb()
         return self.summary()
 
+    def _converted(self) -> dict:
+        """Frames swscale converted on the way in (not yuv420p/nv12), and from which formats."""
+        from .frames import CONVERSIONS
+        return {"count": CONVERSIONS.count - getattr(self, "_conversions0", 0), "from": sorted(CONVERSIONS.formats)}
+
     def summary(self) -> dict:
         be = self.backend
         wall = max(getattr(self, "t_end", time.perf_counter()) - self.t_start, 1e-9)
@@ -433,6 +466,10 @@ class Pipeline:
             "precision": be.precision,
             "device": be.device,
             "scale": be.scale,
+            "compiled": bool(getattr(be, "compiled", False)),
+            "decoder": getattr(self.source, "decoder_note", None),
+            "encoder": getattr(self.sink, "encoder", None),
+            "frames_converted": self._converted(),
             "batch": self.cfg.batch,
             "tile": self.cfg.tile,
             "realtime": self.cfg.realtime,

@@ -108,7 +108,7 @@ class ImageSink(Sink):
         name = self.names.get(frame.path) if frame.path else None
         if name is None:
             name = f"{Path(frame.name).stem}{self.suffix}.png" if frame.name else f"{frame.index:06d}{self.suffix}.png"
-        _save_png(self.folder / name, frame.image)
+        _save_png(self.folder / name, _rgb(frame))
 
 
 class SingleImageSink(Sink):
@@ -129,26 +129,61 @@ class SingleImageSink(Sink):
                             f"({exc.strerror or _one_line(exc)})") from None
 
     def write(self, frame: Frame) -> None:
-        _save_png(self.path, frame.image)
+        _save_png(self.path, _rgb(frame))
 
 
-def default_codec(path: str) -> str:
-    import av
+def _rgb(frame: Frame) -> np.ndarray:
+    from .frames import to_rgb
+    return to_rgb(frame.image, frame.fmt, frame.colour)
+
+
+DEFAULT_PRESET = "veryfast"   # x264's real-time presets: 1080p at 40+ fps on 2 cores (medium: 20)
+_NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+_OPENS: dict = {}
+
+
+def codec_opens(name: str) -> Optional[str]:
+    """None when encoder ``name`` opens here (a 256x256 yuv420p context), else why not (one line).
+    NVENC is listed by every PyAV wheel but opens only on a driver with an encoder (no H100/H200)."""
+    if name not in _OPENS:
+        import av
+        if name not in av.codecs_available:
+            _OPENS[name] = "not in this FFmpeg build"
+        else:
+            try:
+                ctx = av.CodecContext.create(name, "w")
+                ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+                ctx.time_base = Fraction(1, 30)
+                ctx.open()
+                _OPENS[name] = None
+            except Exception as exc:
+                _OPENS[name] = f"does not open here ({_one_line(exc)})"
+    return _OPENS[name]
+
+
+def choose_encoder(path: str, codec: Optional[str] = None) -> tuple[str, str]:
+    """(encoder, why) for a video file: ``codec`` where it opens, else (or for ``auto``) NVENC
+    where it opens, else libx264, else what the container takes."""
     suffix = Path(path).suffix.lower()
+    asked = None if codec in (None, "auto") else codec
+    why_not = codec_opens(asked) if asked else None
+    if asked and why_not is None:
+        return asked, "asked for"
+    fallback = f"--codec {asked} {why_not}; " if asked else ""
     if suffix == ".webm":
         order = ["libvpx-vp9", "libvpx"]
     elif suffix == ".avi":
         order = ["mpeg4"]
     else:
-        order = ["libx264", "h264", "libopenh264", "mpeg4"]
+        order = ["h264_nvenc", "libx264", "libopenh264", "mpeg4"]
+    notes = []
     for name in order:
-        if name in av.codecs_available:
-            try:
-                av.codec.Codec(name, "w")
-                return name
-            except Exception:
-                continue
-    return "mpeg4"
+        reason = codec_opens(name)
+        if reason is None:
+            return name, fallback + ("; ".join(notes) + "; " if notes else "") + ("auto" if not notes else "fallback")
+        if name in _NVENC:
+            notes.append(f"{name} {reason.split(' (')[0]}")
+    return "mpeg4", fallback + "nothing else opens"
 
 
 class VideoSink(Sink):
@@ -156,13 +191,14 @@ class VideoSink(Sink):
     kind = "video"
 
     def __init__(self, path: str, fps: Optional[Fraction], time_base: Optional[Fraction],
-                 audio=None, codec: Optional[str] = None, crf: Optional[int] = None):
+                 audio=None, codec: Optional[str] = None, crf: Optional[int] = None,
+                 preset: Optional[str] = None, realtime: bool = False, colour=None):
         av = _require_av()
         self.path = path
         self.fps = Fraction(fps) if fps else Fraction(30)
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
-        self.codec = codec or default_codec(path)
-        self.crf = crf
+        self.codec, self.codec_note = choose_encoder(path, codec)
+        self.crf, self.preset, self.realtime, self.colour = crf, preset or DEFAULT_PRESET, realtime, colour
         self.frames = 0
         from lcoan.safeio import AtomicFile, OutputError
         try:  # encoded under a temporary name; renamed only once the file is complete
@@ -197,29 +233,54 @@ class VideoSink(Sink):
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         if self.codec in ("libx264", "libx265"):
-            stream.options = {"crf": str(self.crf if self.crf is not None else 18), "preset": "veryfast"}
+            stream.options = {"crf": str(self.crf if self.crf is not None else 18), "preset": self.preset}
+            if self.realtime:  # no frame look-ahead or B-frame delay: a frame leaves as soon as it is coded
+                stream.options["tune"] = "zerolatency"
+        elif self.codec in _NVENC:
+            stream.options = {"preset": "p4", "tune": "ll" if self.realtime else "hq", "rc": "vbr",
+                              "cq": str(self.crf if self.crf is not None else 23)}
         elif self.codec == "mpeg4":
             stream.codec_context.bit_rate = max(2_000_000, width * height * 8)
             stream.codec_context.qmin, stream.codec_context.qmax = 2, 6
+        if self.colour is not None:  # the output plays with the input's colours (the planes were not converted)
+            self.colour.tag(stream.codec_context)
         self.stream, self.size = stream, (width, height)
+
+    @property
+    def encoder(self) -> str:
+        opts = ""
+        if self.codec in ("libx264", "libx265"):
+            opts = f" preset {self.preset}" + (" tune zerolatency" if self.realtime else "")
+        return f"{self.codec}{opts} ({self.codec_note})"
+
+    def _video_frame(self, frame: Frame):
+        """The encoder's frame: yuv420p planes are wrapped as they are (no swscale); anything else,
+        or another size, goes through swscale once."""
+        import av
+        from .frames import frame_size
+        tw, th = self.size
+        w, h = frame_size(frame.image, frame.fmt)
+        vf = av.VideoFrame.from_ndarray(frame.image, format=frame.fmt)
+        if frame.fmt == "yuv420p" and (w, h) == (tw, th):
+            return vf, w, h
+        if frame.colour is not None:
+            frame.colour.tag(vf)
+        return vf.reformat(width=tw, height=th, format="yuv420p", interpolation="BICUBIC"), w, h
 
     def write(self, frame: Frame) -> None:
         import av
         with self._lock:
             if self._closed:
                 return
-            h, w = frame.image.shape[:2]
             if self.stream is None:
-                self._open_stream(w, h)
+                from .frames import frame_size
+                self._open_stream(*frame_size(frame.image, frame.fmt))
                 for packet in self._pending_audio:
                     self._mux_audio(packet)
                 self._pending_audio.clear()
-            vf = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-            tw, th = self.size
-            if (w, h) != (tw, th):
-                if (w - w % 2, h - h % 2) != (tw, th):
-                    self.rescaled += 1
-                vf = vf.reformat(width=tw, height=th, format="yuv420p", interpolation="BICUBIC")
+            vf, w, h = self._video_frame(frame)
+            if (w - w % 2, h - h % 2) != self.size:
+                self.rescaled += 1
             if frame.pts is not None and frame.time_base is not None:
                 pts = round(frame.pts * Fraction(frame.time_base) / self.time_base)
                 pts = max(pts, self._next_pts)
@@ -303,7 +364,8 @@ def _muxer(path: str) -> Optional[str]:
 
 
 def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
-              crf: Optional[int] = None, scale: Optional[int] = None) -> Sink:
+              crf: Optional[int] = None, scale: Optional[int] = None, preset: Optional[str] = None,
+              realtime: bool = False) -> Sink:
     if spec is None or spec == "null":
         return NullSink()
     inputs = list(getattr(source, "inputs", []) or [])
@@ -319,7 +381,8 @@ def open_sink(spec: Optional[str], source: Source, codec: Optional[str] = None,
             return gst.open_gst_sink(spec, source, crf=crf)
     suffix = Path(spec).suffix.lower()
     if suffix in VIDEO_SUFFIXES:
-        return VideoSink(spec, source.fps, source.time_base, audio=source.audio, codec=codec, crf=crf)
+        return VideoSink(spec, source.fps, source.time_base, audio=source.audio, codec=codec, crf=crf,
+                         preset=preset, realtime=realtime, colour=getattr(source, "colour", None))
     if suffix in IMAGE_SUFFIXES:
         if getattr(source, "total", None) != 1 or source.kind != "images":
             raise SinkError(f"{spec}: an image file takes one frame; give a folder (one PNG per frame) or a video file")

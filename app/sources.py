@@ -47,7 +47,7 @@ class SourceError(LcoanError, RuntimeError):
 class Frame:
     """One decoded frame on its way through the pipeline."""
     index: int                     # position in the source (0-based, counting good frames)
-    image: np.ndarray              # HxWx3 uint8 RGB (LR in, SR after inference)
+    image: np.ndarray              # uint8 in ``fmt`` (LR in, SR after inference): app.frames
     pts: Optional[int] = None
     time_base: Optional[Fraction] = None
     name: Optional[str] = None     # source file name for image inputs
@@ -55,6 +55,8 @@ class Frame:
     t_source: float = 0.0          # perf_counter() when the frame left the decoder
     lr: Optional[np.ndarray] = None  # the LR image kept for previews
     stamps: dict = field(default_factory=dict)
+    fmt: str = "rgb24"             # "yuv420p": stacked planes (H*3/2, W); "rgb24": (H, W, 3)
+    colour: Optional[object] = None  # app.frames.Colour of a video stream (None: RGB or untagged)
 
 
 @dataclass
@@ -105,7 +107,7 @@ class VideoSource(Source):
     kind = "video"
 
     def __init__(self, path: str, fmt: Optional[str] = None, options: Optional[dict] = None,
-                 live: bool = False):
+                 live: bool = False, hwdec: str = "auto"):
         super().__init__()
         av = _require_av()
         self.path, self.live = path, live
@@ -118,6 +120,9 @@ class VideoSource(Source):
             raise SourceError(f"{path}: no video stream")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+        from .frames import Colour
+        self.colour = Colour.of(self.stream.codec_context, self.stream.codec_context.pix_fmt or "")
+        self.decoder, self.decoder_note = open_decoder(self.stream, hwdec, live)
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else Fraction(30)
         self.time_base = self.stream.time_base or Fraction(1, 90000)
@@ -134,7 +139,7 @@ class VideoSource(Source):
 
     def _frames(self, packet) -> list:
         try:
-            return list(packet.decode())
+            return list(self.decoder.decode(packet))
         except Exception as exc:  # InvalidDataError and friends: the packet is damaged
             if packet.size:
                 self.rejected += 1
@@ -204,7 +209,7 @@ class VideoSource(Source):
                 index += 1
         if not self._stop.is_set():
             try:  # drain delayed frames (B-frames, frame threads)
-                for out in self._good_frames(self.stream.codec_context.decode(None), index):
+                for out in self._good_frames(self.decoder.decode(None), index):
                     yield out
                     index += 1
             except Exception:
@@ -229,9 +234,15 @@ class VideoSource(Source):
             index += 1
 
     def _to_frame(self, frame, index: int) -> Frame:
-        image = frame.to_ndarray(format="rgb24")
+        from .frames import planes_of
+        image, fmt = planes_of(frame)
+        if index == 0:  # a stream tagged in its frames but not in its header
+            from .frames import Colour
+            tags = Colour.of(frame, frame.format.name)
+            if tags.tagged and not self.colour.tagged:
+                self.colour = tags
         return Frame(index=index, image=image, pts=frame.pts, time_base=frame.time_base or self.time_base,
-                     t_source=time.perf_counter())
+                     t_source=time.perf_counter(), fmt=fmt, colour=self.colour)
 
     def close(self) -> None:
         self.container.close()
@@ -285,6 +296,36 @@ class SyntheticSource(Source):
                         time_base=self.time_base, t_source=time.perf_counter())
 
 
+# NVDEC through FFmpeg's cuvid decoders: they give nv12 in host memory (app.frames de-interleaves
+# it with a slice) and open only where an NVIDIA driver is loaded.
+_CUVID = {"h264": "h264_cuvid", "hevc": "hevc_cuvid", "av1": "av1_cuvid", "vp9": "vp9_cuvid"}
+
+
+def open_decoder(stream, hwdec: str = "auto", live: bool = False):
+    """(codec context, why) for a video stream: NVDEC (``*_cuvid``) where ``hwdec`` allows it and
+    the driver opens it, else FFmpeg's software decoder with frame threads."""
+    import av
+    name = stream.codec_context.name
+    soft = stream.codec_context
+    threads = f"software {name}, {soft.thread_count or 'auto'} thread(s), {soft.thread_type}"
+    if hwdec in ("off", "none", "cpu") or live:
+        return soft, threads + ("" if hwdec in ("off", "none", "cpu") else " (live input)")
+    want = _CUVID.get(name) if hwdec in ("auto", "nvdec", "cuda") else hwdec
+    if want is None:
+        return soft, f"{threads} (no NVDEC decoder for {name})"
+    if want not in av.codecs_available:
+        return soft, f"{threads} ({want} is not in this FFmpeg build)"
+    try:
+        ctx = av.CodecContext.create(want, "r")
+        if soft.extradata:
+            ctx.extradata = soft.extradata
+        ctx.width, ctx.height = soft.width, soft.height
+        ctx.open()
+    except Exception as exc:  # no driver, no GPU, wrong codec: software decode, said in one line
+        return soft, f"{threads} ({want} does not open here: {_one_line(exc)})"
+    return ctx, f"{want} (NVDEC)"
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -311,7 +352,7 @@ def _sequence_files(pattern: str) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
-def open_source(spec: str, queue_size: int = 4) -> Source:
+def open_source(spec: str, queue_size: int = 4, hwdec: str = "auto") -> Source:
     """The source for a command-line INPUT (see the module docstring; GStreamer inputs in
     :mod:`app.gst`)."""
     if spec.startswith(LIVE_PREFIXES):
@@ -346,4 +387,4 @@ def open_source(spec: str, queue_size: int = 4) -> Source:
         raise SourceError(f"{spec}: no such file, folder, pattern or camera")
     if Path(spec).suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource([spec], spec)
-    return VideoSource(spec)
+    return VideoSource(spec, hwdec=hwdec)

@@ -306,7 +306,12 @@ def test_missing_onnxruntime_names_what_to_install(monkeypatch, tmp_path):
 
 
 def test_tiles_and_engine_profile_limits_give_the_same_frames(tmp_path):
-    class Limited(BicubicBackend):  # an "engine" whose profile takes at most 2 x 3 x 16 x 16
+    from app.backends import Backend
+
+    class FloatBicubic(BicubicBackend):  # the float path (torch bicubic), the one tiles take
+        run_u8 = Backend.run_u8
+
+    class Limited(FloatBicubic):  # an "engine" whose profile takes at most 2 x 3 x 16 x 16
         max_batch, max_hw = 2, (16, 16)
         calls: list = []
 
@@ -316,7 +321,7 @@ def test_tiles_and_engine_profile_limits_give_the_same_frames(tmp_path):
             return super().infer(batch)
 
     outs = {}
-    for label, backend, tile in (("whole", BicubicBackend(2), None), ("tiled", BicubicBackend(2), 8),
+    for label, backend, tile in (("whole", FloatBicubic(2), None), ("tiled", FloatBicubic(2), 8),
                                  ("profile", Limited(2), None)):
         folder = tmp_path / label
         s = Pipeline(SyntheticSource(5, 40, 28), backend, open_sink(str(folder), None),

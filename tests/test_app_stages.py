@@ -73,11 +73,11 @@ class FailsAt(BicubicBackend):
         super().__init__(2)
         self.at, self.calls = at, 0
 
-    def infer(self, x):
+    def run_u8(self, x, fmt, colour=None, infer=None):
         self.calls += 1
         if self.calls == self.at:
             raise RuntimeError("device lost")
-        return super().infer(x)
+        return super().run_u8(x, fmt, colour, infer)
 
 
 @pytest.mark.parametrize("where", ["infer", "encode"])
