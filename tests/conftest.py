@@ -42,6 +42,34 @@ def tiny_weights(tiny, tmp_path_factory) -> Path:
     return path
 
 
+# Components CI installs (.ci/run): there a missing one must fail the run, not skip it silently.
+REQUIRE_ENV = {"gst": "LCOAN_REQUIRE_GST", "triton": "LCOAN_REQUIRE_TRITON"}
+
+
+def required(component: str) -> bool:
+    """Whether CI asked for ``component`` (``gst``, ``triton``): ``LCOAN_REQUIRE_<X>`` set, not ``0``."""
+    return os.environ.get(REQUIRE_ENV[component], "") not in ("", "0")
+
+
+def skip_unless_required(component: str, reason: str, *, module: bool = False):
+    """Skip with ``reason``, or fail with it when :func:`required` says CI needs ``component``."""
+    if required(component):
+        pytest.fail(f"{REQUIRE_ENV[component]} is set but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=module)
+
+
+def wait_until(ready, deadline_s: float, what: str, alive=lambda: True, poll_s: float = 0.2) -> None:
+    """Poll ``ready()`` until it holds; fail naming ``what`` after ``deadline_s`` or once ``alive()``
+    is false (a server that exited will never become ready)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert alive(), f"{what}: exited before it was ready"
+        if ready():
+            return
+        time.sleep(poll_s)
+    raise AssertionError(f"{what}: not ready after {deadline_s:.0f} s")
+
+
 def interrupt_when_ready(proc, ready, settle_s: float, timeout: float = 60) -> bytes:
     """Ctrl-C ``proc`` once ``ready()`` holds (or it exits, or ``timeout`` passes) and ``settle_s``
     more seconds went by, as a user would; returns its stderr. The process never outlives this."""

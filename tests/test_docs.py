@@ -13,11 +13,14 @@ Markers (HTML comments right above a block's fence) say how a block is run:
   skipped with that reason unless the machine has it;
 * ``<!-- requires: gstreamer -->``, ``<!-- requires: serve-venv -->``: skipped, with the reason,
   when GStreamer or the Triton venv (``make serve-setup``) is not installed, like the suite's own
-  GStreamer and Triton tests;
+  GStreamer and Triton tests, and a failure instead under ``LCOAN_REQUIRE_GST`` /
+  ``LCOAN_REQUIRE_TRITON`` (CI);
 * ``<!-- not-run: REASON -->``: not run by this test, for the two blocks that cannot be (``make
   test`` is this suite; the manual install makes a new venv from PyPI, which ``make setup`` does);
-* ``<!-- run: background PORT -->``: a server; started, waited for until it accepts connections on
-  127.0.0.1:PORT, left running for the document's next blocks, stopped (SIGINT) at the end;
+* ``<!-- run: background PORT [ready URL] -->``: a server; started, polled until URL answers 200
+  (Triton: ``/v2/health/ready``, true once every model is loaded) or, without URL, until
+  127.0.0.1:PORT accepts connections, with a deadline and never a fixed sleep; left running for the
+  document's next blocks, stopped (SIGINT) at the end;
 * ``<!-- run: interrupt-after N -->``: a long run (training, a sensitivity ranking): Ctrl-C after N
   seconds; it must exit with 0 or 130 and one line, no traceback (the trainer also names the
   ``--resume`` command);
@@ -36,10 +39,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from conftest import required, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LCOAN_SHARED", REPO.parent / "shared"))
@@ -48,6 +54,8 @@ COMMAND = re.compile(r"^\s*(python3? -m |make |polygraphy |trtexec |torchrun |pi
                      r"tritonserver |LD_PRELOAD=|\. \.venv)")
 MARKER = re.compile(r"<!--\s*(requires|not-run|run|slow)\s*:?\s*(.*?)\s*-->")
 BLOCK_TIMEOUT_S = 900
+# A block's requirement -> the component whose LCOAN_REQUIRE_<X> (conftest.required) makes it mandatory.
+REQUIRED_BY = {"gstreamer": "gst", "serve-venv": "triton"}
 # Repository entries a scratch checkout gets fresh instead of linked: what the docs' commands write.
 FRESH = {".git", "out", "runs", "poly", "previews", "triton_repo", "__pycache__", ".pytest_cache"}
 
@@ -155,6 +163,20 @@ def _env(work: Path) -> dict:
     return env
 
 
+def _listens(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:  # refused, reset, timed out, or an HTTP error status while models load
+        return False
+
+
 def run_block(block: Block, work: Path, background: list) -> None:
     script = "set -eo pipefail\n" + block.text
     mode = block.markers.get("run", "")
@@ -165,17 +187,14 @@ def run_block(block: Block, work: Path, background: list) -> None:
             proc = subprocess.Popen(["bash", "-c", script], cwd=work, env=env, stdout=fh,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         background.append((block, proc))
-        port = int(mode.split()[-1])
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"{block.id}: the server exited:\n{log.read_text()[-3000:]}"
-            with socket.socket() as sock:
-                sock.settimeout(1)
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    time.sleep(2)  # the port opens before the models are loaded
-                    return
-            time.sleep(1)
-        raise AssertionError(f"{block.id}: nothing listens on 127.0.0.1:{port} after 180 s")
+        port, _, url = mode.split(maxsplit=1)[1].partition(" ready ")
+        try:
+            wait_until(lambda: _answers(url.strip()) if url else _listens(int(port)), 180,
+                       f"{block.id}: {url.strip() or f'127.0.0.1:{port}'}", alive=lambda: proc.poll() is None,
+                       poll_s=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+        return
     if mode.startswith("interrupt-after"):
         seconds = float(mode.split()[-1])
         proc = subprocess.Popen(["bash", "-c", script], cwd=work, env=env, stdout=subprocess.PIPE,
@@ -217,9 +236,66 @@ def test_markers_are_known():
             if "requires" in b.markers:
                 assert set(b.markers["requires"].replace(",", " ").split()) <= known, b.id
             if "run" in b.markers:
-                assert re.fullmatch(r"background \d+|interrupt-after \d+", b.markers["run"]), b.id
+                assert re.fullmatch(r"background \d+( ready https?://\S+)?|interrupt-after \d+", b.markers["run"]), b.id
             if "not-run" in b.markers:
                 assert len(b.markers["not-run"]) > 20, f"{b.id}: say why it is not run"
+
+
+def anchors(doc: Path) -> set[str]:
+    """The ``#fragment`` each heading of ``doc`` gets on GitHub: lower case, punctuation but ``-`` and
+    ``_`` dropped, spaces to ``-``; a repeated heading gets ``-1``, ``-2``, ... (code fences skipped)."""
+    found, seen, fence = set(), {}, False
+    for line in doc.read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1))  # a link in a heading: its text
+        slug = re.sub(r"[^\w\- ]", "", re.sub(r"<[^>]+>", "", text).lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def relative_links(doc: Path) -> list[tuple[int, str]]:
+    """``(line, target)`` of every Markdown link or image outside code that is not a URL."""
+    out, fence = [], False
+    for number, line in enumerate(doc.read_text().splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        if fence:
+            continue
+        for target in re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", re.sub(r"`[^`]*`", "", line)):
+            if not re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+                out.append((number, target))
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: str(d.relative_to(REPO)))
+def test_relative_links_resolve(doc):
+    broken = []
+    for line, target in relative_links(doc):
+        path, _, fragment = target.partition("#")
+        dest = (doc.parent / path).resolve() if path else doc
+        if not dest.exists():
+            broken.append(f"{doc.relative_to(REPO)}:{line}: {target}: no such file")
+        elif fragment and dest.suffix == ".md" and fragment not in anchors(dest):
+            broken.append(f"{doc.relative_to(REPO)}:{line}: {target}: no heading #{fragment} in {dest.name}")
+    assert not broken, "\n".join(broken)
+
+
+def test_anchor_rule_is_githubs():
+    """The slugs GitHub gives these headings (checked on github.com), so a wrong rule cannot pass."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        page = Path(d) / "page.md"
+        page.write_text("# Robustness: nothing lost, nothing silent\n## The `--sort plugin` graph and TensorRT-RTX\n"
+                        "## PyTorch CUDA FP16 (`python3 -m benchmarks.gpu_fps`)\n## Install\n## Install\n"
+                        "```bash\n# not a heading\n```\n")
+        assert anchors(page) == {"robustness-nothing-lost-nothing-silent", "the---sort-plugin-graph-and-tensorrt-rtx",
+                                 "pytorch-cuda-fp16-python3--m-benchmarksgpu_fps", "install", "install-1"}
 
 
 @pytest.mark.parametrize("doc", _params())
@@ -235,7 +311,12 @@ def test_documented_commands_run(doc, tmp_path):
             if "not-run" in block.markers:
                 skipped.append(f"{block.id}: {block.markers['not-run']}")
                 continue
-            reasons = [r for r in (_have(w) for w in block.markers.get("requires", "").replace(",", " ").split()) if r]
+            needs = block.markers.get("requires", "").replace(",", " ").split()
+            missing = {w: _have(w) for w in needs}
+            reasons = [r for r in missing.values() if r]
+            # What CI installs must run there: a missing one fails instead of skipping.
+            demanded = [r for w, r in missing.items() if r and w in REQUIRED_BY and required(REQUIRED_BY[w])]
+            assert not demanded, f"{block.id}: required by CI but {'; '.join(demanded)}"
             if reasons:
                 skipped.append(f"{block.id}: {'; '.join(reasons)}")
                 continue
@@ -254,3 +335,17 @@ def test_documented_commands_run(doc, tmp_path):
         print(f"not run: {line}")
     if not ran:
         pytest.skip("; ".join(skipped))
+
+
+def test_ci_fails_instead_of_skipping_what_it_installs(monkeypatch):
+    """.ci/run asks for GStreamer and Triton; under those variables a missing component fails."""
+    from conftest import REQUIRE_ENV, skip_unless_required
+    ci = (REPO / ".ci" / "run").read_text()
+    for component, env in REQUIRE_ENV.items():
+        assert re.search(rf"^export .*\b{env}=1\b", ci, re.M), f".ci/run does not set {env}=1"
+        monkeypatch.setenv(env, "1")
+        with pytest.raises(pytest.fail.Exception, match=f"{env} is set but nothing here"):
+            skip_unless_required(component, "nothing here")
+        monkeypatch.setenv(env, "0")
+        with pytest.raises(pytest.skip.Exception, match="nothing here"):
+            skip_unless_required(component, "nothing here")

@@ -1,6 +1,7 @@
 """The app on GStreamer: real pipelines (videotestsrc, filesrc + decodebin, x264enc, mp4mux, udpsink,
 an RTSP server on loopback), run through ``python -m app``. Skipped, with the reason, where
-GStreamer or PyGObject is missing; ``LCOAN_REQUIRE_GST=1`` turns that skip into a failure (CI)."""
+GStreamer or PyGObject is missing; ``LCOAN_REQUIRE_GST=1`` turns that skip into a failure (CI:
+``conftest.skip_unless_required``)."""
 from __future__ import annotations
 
 import json
@@ -17,26 +18,24 @@ import pytest
 
 from app import gst
 from app.cli import main as cli_main
-from conftest import interrupt_when_ready  # noqa: E402
+from conftest import interrupt_when_ready, skip_unless_required  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "sample_clip.mp4"
 
+pytestmark = pytest.mark.gst
+
 _ok, _why = gst.available()
 if not _ok:
-    if os.environ.get("LCOAN_REQUIRE_GST"):
-        raise RuntimeError(f"LCOAN_REQUIRE_GST is set but GStreamer is unusable: {_why}")
-    pytest.skip(f"GStreamer unusable here: {_why} (make setup installs it as root with apt-get)",
-                allow_module_level=True)
+    skip_unless_required("gst", f"GStreamer unusable here: {_why} (make setup installs it as root with apt-get)",
+                         module=True)
 
 NEEDED = ["videotestsrc", "videoconvert", "appsink", "appsrc", "x264enc", "mp4mux", "identity",
           "decodebin", "qtdemux", "avdec_h264"]
 _missing = [e for e in NEEDED if not gst.have(e)]
 if _missing:
-    if os.environ.get("LCOAN_REQUIRE_GST"):
-        raise RuntimeError(f"LCOAN_REQUIRE_GST is set but elements are missing: {_missing}")
-    pytest.skip("GStreamer elements missing: " + "; ".join(gst.missing_line(e) for e in _missing),
-                allow_module_level=True)
+    skip_unless_required("gst", "GStreamer elements missing: " + "; ".join(gst.missing_line(e) for e in _missing),
+                         module=True)
 
 LIVE = "videotestsrc is-live=true {n}! video/x-raw,width=64,height=48,framerate=30/1 ! appsink"
 

@@ -370,6 +370,7 @@ def _run_py(code: str, env: dict, timeout: int = 300) -> subprocess.CompletedPro
 
 
 @pytest.mark.slow
+@pytest.mark.trt
 def test_rtx_builds_bundled_plugin_graph_with_the_plugin(tmp_path: Path, monkeypatch) -> None:
     trt_mod, trt = _rtx()
     lib = built_plugins("11.1").plugin
@@ -407,6 +408,7 @@ def test_rtx_builds_bundled_plugin_graph_with_the_plugin(tmp_path: Path, monkeyp
 
 
 @pytest.mark.slow
+@pytest.mark.trt
 def test_rtx_creator_rejects_bad_num_clusters(tmp_path: Path, monkeypatch) -> None:
     """Each bad attribute is a parser error with the creator's message; the process does not abort."""
     trt_mod, trt = _rtx()
@@ -457,6 +459,7 @@ def test_rtx_creator_rejects_bad_num_clusters(tmp_path: Path, monkeypatch) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.trt
 def test_rtx_cli_end_to_end_restarts_with_the_library_link(tmp_path: Path) -> None:
     """`python -m export.to_trt --fp16 --sort plugin --plugins LIB` with nothing prepared: the CLI
     makes the libtensorrt_rtx.so link in its cache, restarts itself once with it on LD_LIBRARY_PATH,
@@ -477,6 +480,7 @@ def test_rtx_cli_end_to_end_restarts_with_the_library_link(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.trt
 def test_rtx_library_call_without_link_is_one_line_not_an_abort(tmp_path: Path) -> None:
     """A library caller cannot be restarted: it gets one line saying exactly what to run."""
     _rtx()
@@ -497,6 +501,7 @@ def test_rtx_library_call_without_link_is_one_line_not_an_abort(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.trt
 def test_rtx_static_library_registers_itself_when_loaded(tmp_path: Path) -> None:
     _rtx()
     static = built_plugins("11.1").plugin_static
@@ -569,6 +574,7 @@ def gpu_harness():
 
 
 @pytest.mark.parametrize("b,n,k", GPU_CASES)
+@pytest.mark.gpu
 def test_gpu_kernel_matches_reference(gpu_harness, b: int, n: int, k: int) -> None:
     ids = case_inputs(b, n, k)
     perm, inv, _ = loader.cluster_sort_gpu(ids, k, lib=gpu_harness)
@@ -578,6 +584,7 @@ def test_gpu_kernel_matches_reference(gpu_harness, b: int, n: int, k: int) -> No
 
 
 @pytest.mark.parametrize("k", ALL_K)
+@pytest.mark.gpu
 def test_gpu_kernel_all_k(gpu_harness, k: int) -> None:
     ids = all_k_inputs(k)  # uniform + out of range
     perm, inv, _ = loader.cluster_sort_gpu(ids, k, lib=gpu_harness)
@@ -586,6 +593,7 @@ def test_gpu_kernel_all_k(gpu_harness, k: int) -> None:
     np.testing.assert_array_equal(inv, ref_inv)
 
 
+@pytest.mark.gpu
 def test_gpu_kernel_patterns_and_errors(gpu_harness) -> None:
     for ids in pattern_inputs().values():
         perm, inv, _ = loader.cluster_sort_gpu(ids, 128, lib=gpu_harness)

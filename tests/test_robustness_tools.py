@@ -272,6 +272,7 @@ def test_parity_skips_and_names_unreadable_images_then_exits_non_zero(tiny_onnx,
 
 
 # --------------------------------------------------------------------------- point 9: engines
+@pytest.mark.trt
 def test_engine_checks_run_before_the_gpu_check(tmp_path):
     """A truncated engine and a broken sidecar are diagnosed here, on a machine without a GPU."""
     pytest.importorskip("tensorrt_rtx") if not _has_trt() else None

@@ -7,26 +7,33 @@ One server for the whole module; every request goes to loopback, bounded in coun
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, required, skip_unless_required, wait_until
 
-# Every test here builds a model repository or starts a real Triton server.
-pytestmark = pytest.mark.slow
+# Every test here builds a model repository (TensorRT) or starts a real Triton server.
+pytestmark = [pytest.mark.slow, pytest.mark.triton, pytest.mark.trt]
 
-grpcclient = pytest.importorskip("tritonclient.grpc", reason="serving extra not installed: pip install -e '.[serve]'")
-httpclient = pytest.importorskip("tritonclient.http", reason="serving extra not installed: pip install -e '.[serve]'")
-pytest.importorskip("elftools", reason="serving extra not installed: pip install -e '.[serve]'")
+# Missing pieces skip here and fail under LCOAN_REQUIRE_TRITON=1 (CI installs them all).
+for _module in ("tritonclient.grpc", "tritonclient.http", "elftools"):
+    try:
+        importlib.import_module(_module)
+    except ImportError as _exc:
+        skip_unless_required("triton", f"serving extra not installed ({_exc}): pip install -e '.[serve]'", module=True)
+import tritonclient.grpc as grpcclient  # noqa: E402
+import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
@@ -45,11 +52,11 @@ trt_mod = pytest.importorskip("engine.trt")
 try:
     TRT = trt_mod.import_trt()
 except trt_mod.TrtNotInstalled as exc:  # pragma: no cover - CI installs tensorrt-rtx-cu13
-    pytest.skip(f"no TensorRT to build the plan: {exc}", allow_module_level=True)
+    skip_unless_required("triton", f"no TensorRT to build the plan: {exc}", module=True)
 
 MAX_BATCH = 4
 MODEL = triton.MODEL_NAME
-needs_server = pytest.mark.skipif(SERVING_ENV is None, reason=NO_SERVER or "n/a")
+needs_server = pytest.mark.skipif(SERVING_ENV is None and not required("triton"), reason=NO_SERVER or "n/a")
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +77,22 @@ def ort_session(repo):
 @pytest.fixture(scope="module")
 def server(repo):
     if SERVING_ENV is None:
-        pytest.skip(NO_SERVER)
+        skip_unless_required("triton", NO_SERVER)
     srv = serve_server.TritonServer(repo.root, config_name="cpu", startup_timeout_s=180)
-    srv.start()
+    srv.start()  # polls the model's ready endpoint until its deadline
+    # and the whole server's, which every test here relies on: polled with a deadline, never slept on
+    wait_until(lambda: _http_ok(f"http://{srv.http_url}/v2/health/ready"), 30, "tritonserver /v2/health/ready",
+               alive=srv.alive)
     yield srv
     srv.close()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:  # refused, reset, timed out, or an HTTP error status
+        return False
 
 
 def _image(shape, seed=0) -> np.ndarray:

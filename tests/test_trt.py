@@ -19,6 +19,8 @@ from export import export_onnx
 from export.errors import ExportError
 from conftest import REPO, shared_path
 
+pytestmark = pytest.mark.trt
+
 trt_mod = pytest.importorskip("engine.trt")
 try:
     trt_mod.import_trt()
@@ -268,6 +270,7 @@ def test_runtime_without_gpu_raises_one_line(graphs):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.gpu
 def test_runtime_runs_engine_on_gpu(graphs):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU: engines can be built here but not run")
