@@ -5,8 +5,10 @@ FP16 everywhere except where a rounding error changes a discrete decision or ove
     of the ``.../kmeans/`` scope);
   * the attention softmax: the score MatMul and the Softmax (graphs exported before the
     model used Softmax have ReduceLogSumExp, the subtraction and Exp instead).
-Input ``lr`` and output ``sr`` stay float32 (``keep_io_types``). This form parses and builds
-in TensorRT-RTX (strongly typed networks take the types from the graph).
+Input ``lr`` and output ``sr`` stay float32 (``keep_io_types``), and the conversions of an
+integer-I/O graph (``export.integer_io``: nodes named ``io_in/...``, ``io_out/...``) stay FP32
+whole, so 8-bit rounding and colour matrices never see FP16. This form parses and builds in
+TensorRT-RTX (strongly typed networks take the types from the graph).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ def fp32_nodes(proto: onnx.ModelProto) -> list[str]:
     for n in nodes:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    keep = [n.name for n in nodes if KMEANS_SCOPE in n.name]
+    from .integer_io import is_io_node
+    keep = [n.name for n in nodes if KMEANS_SCOPE in n.name or is_io_node(n.name)]
     for lse in (n for n in nodes if n.op_type in ("ReduceLogSumExp", "Softmax")):
         keep.append(lse.name)
         scores = producer.get(lse.input[0])

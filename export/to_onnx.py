@@ -3,9 +3,16 @@ as one graph with dynamic batch, height and width.
 
     python -m export.to_onnx [--weights W] [--out F.onnx] [--sort onnx|plugin]
                              [--opset N] [--dtype fp32|fp16] [--scale S]
+                             [--io float|rgb8|i420 [--colorspace bt601|bt709] [--range limited|full]]
 
-The default output names what it holds: ``<weights stem>[_plugin]_<dtype>.onnx`` in the current
-folder, e.g. ``lcoan_edge_x2_fp32.onnx`` for the bundled weights.
+The default output names what it holds: ``<weights stem>[_plugin][_<io>]_<dtype>.onnx`` in the
+current folder, e.g. ``lcoan_edge_x2_fp32.onnx`` for the bundled weights, or
+``lcoan_edge_x2_i420_fp16.onnx``.
+
+``--io`` (``lcoan.graph_io``): ``float`` (default) takes float32 RGB NCHW in [0, 1]; ``rgb8`` takes
+and returns uint8 RGB NHWC; ``i420`` takes and returns uint8 Y, U, V planes (4:2:0), converted
+with ``--colorspace`` (default bt709) and ``--range`` (default limited), both recorded in the
+graph's metadata. The conversions stay FP32 in an FP16 graph (``export.integer_io``).
 
 ``--sort onnx`` keeps the sort as a stable counting sort of standard ops (Equal, CumSum,
 ReduceSum, ScatterElements; no TopK, so no 3840-element cap in TensorRT). ``--sort plugin``
@@ -23,7 +30,8 @@ import onnx
 import torch
 from torch import nn
 
-from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, GraphMetadata, write_metadata
+from lcoan.graph_io import (COLORSPACES, INPUT_NAME, IO_MODES, OUTPUT_NAME, RANGES, GraphIO, GraphMetadata, io_for,
+                            write_metadata)
 from lcoan.model.network import LCoAN
 from lcoan.model.sort import counting_sort
 
@@ -59,8 +67,9 @@ def check_opset(opset: int) -> None:
 
 
 def prepare(model: LCoAN) -> LCoAN:
-    """An eval-mode FP32 copy whose LSP modules sort with the scoped counting sort."""
-    model = copy.deepcopy(model).eval().float().cpu()
+    """An eval-mode FP32 copy, reparameterised convs collapsed, whose LSP modules sort with the
+    scoped counting sort."""
+    model = copy.deepcopy(model).eval().float().cpu().collapse_reparam()
     for module in list(model.modules()):
         if hasattr(module, "sort_fn"):
             module.sort_fn = ClusterSortScope()
@@ -112,9 +121,22 @@ def check_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
 
 
+def io_spec(io: str | GraphIO = "float", colorspace: str | None = None, range: str | None = None,  # noqa: A002
+            scale: int | None = None) -> GraphIO:
+    """The :class:`GraphIO` of ``--io``/``--colorspace``/``--range``, or a one-line ExportError."""
+    if isinstance(io, GraphIO):
+        return io
+    try:
+        return io_for(io, colorspace, range, scale)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+
+
 def build_onnx(model: LCoAN, sort: str = "onnx", opset: int = DEFAULT_OPSET,
-               dtype: str = "fp32") -> onnx.ModelProto:
+               dtype: str = "fp32", io: str | GraphIO = "float", colorspace: str | None = None,
+               range: str | None = None) -> onnx.ModelProto:  # noqa: A002
     """The exported graph in memory (see :func:`export_onnx`)."""
+    spec = io_spec(io, colorspace, range, model.config.scale)
     if sort not in SORTS:
         raise ExportError(f"sort must be one of {SORTS}, got {sort!r}")
     if dtype not in DTYPES:
@@ -130,26 +152,34 @@ def build_onnx(model: LCoAN, sort: str = "onnx", opset: int = DEFAULT_OPSET,
     if dtype == "fp16":
         from .precision import to_fp16
         proto = to_fp16(proto)
+    if spec.integer:
+        from .integer_io import attach_io
+        proto = attach_io(proto, spec, opset)
     write_metadata(proto, GraphMetadata(scale=model.config.scale, sort=sort, dtype=dtype,
-                                        config=model.config.to_dict()))
+                                        config=model.config.to_dict(), io=spec.mode,
+                                        colorspace=spec.colorspace, range=spec.range))
     proto.producer_name = "lcoan-edge"
     check_graph(proto)
     return proto
 
 
 def export_onnx(model: LCoAN, path: str | Path, sort: str = "onnx", opset: int = DEFAULT_OPSET,
-                dtype: str = "fp32") -> Path:
+                dtype: str = "fp32", io: str | GraphIO = "float", colorspace: str | None = None,
+                range: str | None = None, inputs=()) -> Path:  # noqa: A002
     """Export ``model`` to ``path``: input ``lr`` float32 NCHW, output ``sr``; dynamic N, H, W.
 
     ``sort``: ``"onnx"`` (counting sort of standard ops) or ``"plugin"`` (one LCoAClusterSort
     node). ``dtype``: ``"fp32"`` or ``"fp16"`` (FP16 inside, float32 input and output; cluster
-    assignment and softmax stay FP32). Returns ``path``.
+    assignment and softmax stay FP32). ``io``: ``"float"``, ``"rgb8"`` or ``"i420"`` (with
+    ``colorspace`` and ``range``; see ``lcoan.graph_io``). The file is written atomically
+    (``lcoan.graph_io.save_onnx``); ``inputs`` are files it must not replace. Returns ``path``.
     """
-    proto = build_onnx(model, sort=sort, opset=opset, dtype=dtype)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(path))
-    return path
+    from lcoan.graph_io import save_onnx
+    from lcoan.safeio import check_writable, refuse_overwrite
+    refuse_overwrite(path, inputs, what="ONNX graph")
+    check_writable(path, what="ONNX graph")
+    proto = build_onnx(model, sort=sort, opset=opset, dtype=dtype, io=io, colorspace=colorspace, range=range)
+    return save_onnx(proto, path, inputs=inputs)
 
 
 def load_weights(weights: str | None, scale: int | None) -> LCoAN:
@@ -158,12 +188,34 @@ def load_weights(weights: str | None, scale: int | None) -> LCoAN:
     return lcoan.load_model(lcoan.resolve_weights(weights, scale), scale=scale)
 
 
-def default_onnx_path(weights: str | None, scale: int, sort: str = "onnx", dtype: str = "fp32") -> Path:
-    """``<weights stem>[_plugin]_<dtype>.onnx`` in the current folder: FP32/FP16 and both sort forms
-    never share a file name."""
+def io_tag(spec: GraphIO | str = "float") -> str:
+    """The file-name part of an I/O mode: ``""`` (float), ``_rgb8``, ``_i420`` (BT.709 limited) or
+    ``_i420_bt601``, ``_i420_full``, ``_i420_bt601_full``: two graphs never share a default name."""
+    spec = io_spec(spec)
+    if not spec.integer:
+        return ""
+    tag = f"_{spec.mode}"
+    if spec.mode == "i420":
+        tag += ("" if spec.colorspace == "bt709" else f"_{spec.colorspace}") + ("" if spec.range == "limited" else "_full")
+    return tag
+
+
+def default_onnx_path(weights: str | None, scale: int, sort: str = "onnx", dtype: str = "fp32",
+                      io: GraphIO | str = "float") -> Path:
+    """``<weights stem>[_plugin][_<io>]_<dtype>.onnx`` in the current folder: FP32/FP16, both sort
+    forms and every I/O mode never share a file name."""
     import lcoan
     stem = Path(weights).stem if weights else Path(lcoan.default_weights(scale)).stem
-    return Path(f"{stem}{'_plugin' if sort == 'plugin' else ''}_{dtype}.onnx")
+    return Path(f"{stem}{'_plugin' if sort == 'plugin' else ''}{io_tag(io)}_{dtype}.onnx")
+
+
+def weights_path(weights: str | None, scale: int | None) -> Path | None:
+    """The file ``--weights`` names (None when it names nothing that exists yet)."""
+    import lcoan
+    try:
+        return Path(lcoan.resolve_weights(weights, scale))
+    except Exception:  # noqa: BLE001 - an unknown name: load_weights reports it in one line
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,14 +235,37 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
                         help="expected scale; an error if the weights are for another one (default: the weights')")
+    parser.add_argument("--io", choices=IO_MODES, default="float",
+                        help="graph I/O: float32 RGB NCHW in [0, 1] (float), uint8 RGB NHWC (rgb8), or uint8 "
+                             "Y, U, V 4:2:0 planes (i420); conversions inside the graph (default: %(default)s)")
+    parser.add_argument("--colorspace", choices=COLORSPACES, default=None,
+                        help="YCbCr matrix of an i420 graph, recorded in its metadata (default: bt709)")
+    parser.add_argument("--range", choices=RANGES, default=None,
+                        help="code range of an i420 graph: limited (16-235, video) or full (0-255), recorded "
+                             "in its metadata (default: limited)")
     args = parser.parse_args(argv)
     check_opset(args.opset)
+    spec = io_spec(args.io, args.colorspace, args.range)
+    from lcoan.graph_io import save_onnx
+    from lcoan.safeio import check_writable, refuse_overwrite
+    # Outputs are checked before the weights are loaded: the own input, the folder, the space.
+    source = weights_path(args.weights, args.scale)
+    out = Path(args.out) if args.out else None
+    inputs = [source] if source is not None else []
+    if out is not None:
+        refuse_overwrite(out, inputs, what="--out graph")
+        size = source.stat().st_size if source is not None and source.is_file() else None
+        check_writable(out, need_bytes=size and size // (2 if args.dtype == "fp16" else 1), what="ONNX graph")
     model = load_weights(args.weights, args.scale)
-    out = args.out or default_onnx_path(args.weights, model.scale, args.sort, args.dtype)
-    out = export_onnx(model, out, sort=args.sort, opset=args.opset, dtype=args.dtype)
-    counts = graph_lib.op_counts(onnx.load(str(out), load_external_data=False))
-    print(f"wrote {out} (x{model.scale}, sort={args.sort}, dtype={args.dtype}, opset={args.opset}, "
-          f"{sum(counts.values())} nodes)")
+    if out is None:
+        out = default_onnx_path(args.weights, model.scale, args.sort, args.dtype, spec)
+        refuse_overwrite(out, inputs, what="ONNX graph")
+        check_writable(out, what="ONNX graph")
+    proto = build_onnx(model, sort=args.sort, opset=args.opset, dtype=args.dtype, io=spec)
+    save_onnx(proto, out, inputs=inputs)
+    counts = graph_lib.op_counts(proto)
+    print(f"wrote {out} (x{model.scale}, sort={args.sort}, dtype={args.dtype}, io={io_spec(spec).describe()}, "
+          f"opset={args.opset}, {sum(counts.values())} nodes)")
     return 0
 
 

@@ -37,15 +37,11 @@ from __future__ import annotations
 
 import torch
 
-from .errors import LcoanError
+from .graph_io import COLORSPACES, DEFAULT_COLORSPACE, DEFAULT_RANGE, RANGES, ColorError
 
 __all__ = ["COLORSPACES", "RANGES", "DEFAULT_COLORSPACE", "DEFAULT_RANGE", "ColorError", "luma_weights",
            "range_codes", "yuv_to_rgb_matrix", "rgb8_to_float", "float_to_rgb8", "i420_to_rgb", "rgb_to_i420",
            "upsample_chroma", "downsample_chroma", "split_yuv420p", "check_i420_size"]
-
-COLORSPACES = ("bt601", "bt709")
-RANGES = ("limited", "full")
-DEFAULT_COLORSPACE, DEFAULT_RANGE = "bt709", "limited"
 
 # (Kr, Kb) of each colour space: BT.601 (SD, and what swscale assumes for untagged streams) and
 # BT.709 (HD).
@@ -53,10 +49,6 @@ _KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
 # (Y offset, Y span, chroma span) in 8-bit code values; chroma is centred on 128 in both ranges.
 _RANGE_CODES = {"limited": (16.0, 219.0, 224.0), "full": (0.0, 255.0, 255.0)}
 _CHROMA_ZERO = 128.0
-
-
-class ColorError(LcoanError, ValueError):
-    """A colour space, range or frame size these conversions cannot take; one line."""
 
 
 def _check(colorspace: str, range: str) -> None:  # noqa: A002 - the colour term, as in the CLI

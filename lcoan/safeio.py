@@ -7,6 +7,8 @@
   writer) removes the temporary file and leaves an earlier file at the target untouched.
 * :func:`refuse_overwrite`: an output that is one of the inputs (same resolved path, or the same
   file through a hard link, a symlink or a bind mount: ``os.path.samefile``) is refused.
+* :func:`check_writable`: before any work, whether an output can be written (its folder exists or
+  can be made, a file can be created there, free space and the file-size limit cover it).
 * :func:`remove_orphans`: temporary files that a killed process left beside a target.
 * :class:`OutputError`: one line naming the file and the problem ("no space left on device").
 
@@ -25,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Union
 from .errors import LcoanError
 
 __all__ = ["OutputError", "SameFileError", "AtomicFile", "atomic_write", "atomic_output", "refuse_overwrite",
-           "same_file", "remove_orphans", "temp_prefix", "describe_os_error"]
+           "same_file", "remove_orphans", "temp_prefix", "describe_os_error", "check_writable"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -183,6 +185,47 @@ def refuse_overwrite(output: PathLike, inputs: Iterable[PathLike], what: str = "
     for item in inputs:
         if item is not None and same_file(output, item):
             raise SameFileError(output, f"the {what} is the input '{item}'; refusing to overwrite it")
+
+
+def check_writable(path: PathLike, need_bytes: int | None = None, what: str = "output") -> Path:
+    """Raise a one-line :class:`OutputError` now if ``path`` could not be written later.
+
+    For the tools to call on every output before they load a model or read data: the output is
+    not a folder; its folder exists or is created (as :func:`atomic_write` would); a file can be
+    created in it (a probe, removed at once: permissions, read-only file systems, quotas); and,
+    with ``need_bytes`` (an estimate), the free space and the file-size limit (``ulimit -f``)
+    allow that many bytes. The write itself stays atomic: this only moves the usual failures to
+    before the work.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(path, f"is a folder; the {what} needs a file name")
+    _mkdir(path.parent)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(path, f"cannot write: {describe_os_error(exc)}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    if need_bytes:
+        try:
+            st = os.statvfs(path.parent)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = None
+        if free is not None and free < need_bytes:
+            raise OutputError(path, f"no space left on device: {free >> 20} MiB free, the {what} needs about "
+                                    f"{max(1, need_bytes >> 20)} MiB")
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        except (ImportError, OSError, ValueError):
+            soft = None
+        if soft is not None and soft != getattr(resource, "RLIM_INFINITY", -1) and 0 <= soft < need_bytes:
+            raise OutputError(path, f"no space left: file size limit reached (ulimit -f allows {soft} bytes, "
+                                    f"the {what} needs about {need_bytes})")
+    return path
 
 
 def remove_orphans(path: PathLike) -> list[Path]:
