@@ -32,18 +32,24 @@ serve-setup:
 
 # The main job on bundled defaults: bundled weights -> FP32 ONNX -> FP16 graph and strongly typed
 # TensorRT engine (TensorRT, or TensorRT-RTX as a CPU-only build), then a parity check of the FP16
-# graph against PyTorch on Set5, then the app upscaling the bundled sample clip with what was
-# exported: the engine where a CUDA GPU and TensorRT exist, else the FP32 graph on ONNX Runtime.
+# graph against PyTorch on Set5, then the app upscaling the bundled sample clip with the `realtime`
+# model (the app's video default) on the fastest path the machine has, as lcoan-doctor decides it
+# through engine.trt: a TensorRT engine where TensorRT can run one on a CUDA GPU, else torch on
+# CUDA, else the FP32 graph on ONNX Runtime's CPU provider; it prints which and why.
 # Ends with a summary (files, parity verdict, app fps). A few minutes on a 2-core CPU.
-DEMO_APP_MODEL = $(shell $(BIN)/python -c "import torch, tensorrt" 2>/dev/null && \
-	$(BIN)/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null && \
-	echo "--model out/lcoan_edge_x2_fp16.engine --backend tensorrt" || \
-	echo "--model out/lcoan_edge_x2_fp32.onnx --backend onnxruntime --device cpu")
+DEMO_CLIP = samples/sample_clip.mp4 -o out/sample_clip_x2.mp4 --json out/app_summary.json
 demo: setup
 	$(BIN)/python -m export.to_onnx --out out/lcoan_edge_x2_fp32.onnx
 	$(BIN)/python -m export.to_trt --onnx out/lcoan_edge_x2_fp32.onnx --fp16 --out out/lcoan_edge_x2_fp16.engine
 	$(BIN)/python -m export.parity --onnx out/lcoan_edge_x2_fp16.onnx --limit 1 --json out/parity_fp16.json
-	$(BIN)/python -m app samples/sample_clip.mp4 -o out/sample_clip_x2.mp4 $(DEMO_APP_MODEL) --json out/app_summary.json
+	@backend=$$($(BIN)/python -m pipeline.doctor --demo-backend) || exit 1; set -x; \
+	case $$backend in \
+	  tensorrt) $(BIN)/python -m export.to_trt --weights realtime_x2 --fp16 --out out/lcoan_realtime_x2_fp16.engine && \
+	    $(BIN)/python -m app $(DEMO_CLIP) --model out/lcoan_realtime_x2_fp16.engine --backend tensorrt;; \
+	  torch-cuda) $(BIN)/python -m app $(DEMO_CLIP) --model realtime_x2 --backend torch --device cuda --precision fp16;; \
+	  *) $(BIN)/python -m export.to_onnx --weights realtime_x2 --out out/lcoan_realtime_x2_fp32.onnx && \
+	    $(BIN)/python -m app $(DEMO_CLIP) --model out/lcoan_realtime_x2_fp32.onnx --backend onnxruntime --device cpu;; \
+	esac
 	$(BIN)/python samples/demo_summary.py out
 
 test: setup serve-setup
