@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata
+from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, load_onnx, read_metadata
 from lcoan.errors import LcoanError
 
 __all__ = ["Backend", "BackendUnavailable", "TorchBackend", "OrtBackend", "TensorRTBackend",
@@ -321,7 +321,7 @@ class OrtBackend(Backend):
             import onnxruntime as ort
         except ImportError:
             raise BackendUnavailable(ORT_INSTALL) from None
-        proto = onnx.load(str(path))
+        proto = load_onnx(path)  # damage (empty, truncated, not ONNX, missing data) is one line
         try:
             meta = read_metadata(proto, str(path))
         except ValueError as exc:
