@@ -190,10 +190,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     add_inference_args(parser)
     args = parser.parse_args(argv)
 
-    from .safeio import atomic_write, refuse_overwrite
+    from .safeio import atomic_write, check_writable, refuse_overwrite
     device = inference_device(args)
     if args.json:
         refuse_overwrite(args.json, [args.weights], what="--json file")
+        check_writable(args.json, what="--json file")  # before the model runs on every set, not after
     model, weights = load_cli_model(args)
     result = evaluate(model, args.data, args.sets, scale=model.scale, tile=args.tile,
                       overlap=args.tile_overlap, device=device, progress=not args.no_progress)

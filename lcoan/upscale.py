@@ -28,7 +28,8 @@ Inputs are files and folders; a folder contributes the image files directly insi
   refused in one line that suggests a ``--tile N`` that fits; tiling is not switched on silently,
   because it changes LCoAN's output slightly. Tiled runs show ``tile i/n`` in the progress bar.
 * Exit status 2 (one line, no traceback) for unusable arguments: missing or wrong-scale weights,
-  no input images at all, an unavailable device.
+  no input images at all, an unavailable device, an output folder that cannot be created or written
+  (checked before the model is loaded).
 
 Tiling (``--tile T --tile-overlap O``, :func:`lcoan.tiling.tiled_forward`) bounds memory: each
 ``T x T`` LR core is run with ``O`` pixels of context and only the core is kept, so there are no
@@ -59,7 +60,7 @@ from PIL import Image
 
 from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alpha, write_image
 from .data.resize import imresize
-from .safeio import OutputError, refuse_overwrite
+from .safeio import OutputError, check_writable, refuse_overwrite
 from .tiling import MemoryEstimateError, check_memory, tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
 from .errors import LcoanError, UsageError, exit_status, run_cli
@@ -241,6 +242,10 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     if not files:
         detail = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
         raise UsageError("no input images" + detail)
+    try:  # an output folder that cannot be written fails now, not after the model ran on every image
+        check_writable(out_dir / ".lcoan-write-check", what="output")
+    except OutputError as exc:
+        raise OutputError(out_dir, exc.problem) from None  # name the folder given, not the probe
     model, weights = load_cli_model(args)
     # NHWC weights: oneDNN/cuDNN convs run without layout conversions and LSP's rows are views
     # (0.85x the time for edge on CPU); outputs differ from NCHW by float rounding only

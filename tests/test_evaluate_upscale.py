@@ -224,3 +224,25 @@ def test_cli_one_line_errors(tiny_weights, tmp_path, monkeypatch):
     # bundled weights absent or present: either a one-line error or a table, never a traceback
     proc = _cli("lcoan.evaluate", "--data", str(tmp_path / "nodata"), "--sets", "Set5", "--no-progress")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- outputs checked first
+@pytest.mark.parametrize("tool", ["upscale", "evaluate"])
+def test_unwritable_output_fails_before_the_model_loads(tool, tmp_path, capsys):
+    import time
+    write_image(tmp_path / "img" / "a.png", np.zeros((8, 8, 3)))
+    (tmp_path / "a_file").write_text("not a folder")  # root writes anywhere: a file as parent folder fails for all
+    blocked = tmp_path / "a_file" / ("out" if tool == "upscale" else "eval.json")
+    # weights that cannot be loaded: had the model come first, their error would be the one shown
+    bad_weights = tmp_path / "corrupt.safetensors"
+    bad_weights.write_bytes(b"\0" * 64)
+    argv = ([str(tmp_path / "img"), "-o", str(blocked)] if tool == "upscale" else
+            ["--json", str(blocked), "--data", str(tmp_path / "nodata"), "--sets", "Set5"])
+    main = upscale_main if tool == "upscale" else evaluate_main
+    start = time.perf_counter()
+    rc = main(argv + ["--weights", str(bad_weights), "--no-progress"])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / 'a_file'}") and "cannot create the output folder" in err[0]
+    assert elapsed < 0.5, f"{tool} took {elapsed:.2f} s to refuse its output"
