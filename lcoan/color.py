@@ -28,6 +28,9 @@ Down-sampling takes the matching filters: the mean of rows 2k and 2k+1, then [1/
 centred on column 2k. Edges repeat the last sample. 4:2:0 needs an even height and width; odd
 sizes are refused (:class:`ColorError`), never padded silently.
 
+uint8 tensors meet only a Cast (the first op on an input, the last on an output): TensorRT takes
+uint8 at a network's I/O and in Cast alone, so layout changes and slices run in float32.
+
 Rounding is to nearest, ties to even (``torch.round``, ONNX ``Round``); values are clamped before
 the cast to uint8. ``i420_to_rgb`` clamps its RGB to [0, 1]: the network was trained on that
 range, and limited-range codes outside [16, 235] / [16, 240] (or colours outside the RGB cube)
@@ -85,7 +88,7 @@ def yuv_to_rgb_matrix(colorspace: str, range: str) -> list[list[float]]:  # noqa
 
 def rgb8_to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1]."""
-    return x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return x.to(torch.float32).permute(0, 3, 1, 2) / 255.0
 
 
 def _to_u8(x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +101,7 @@ def float_to_rgb8(x: torch.Tensor) -> torch.Tensor:
 
     Computed in float32 whatever ``x``'s dtype (an FP16 network's output is widened first)."""
     x = torch.clamp(x.to(torch.float32), 0.0, 1.0) * 255.0
-    return _to_u8(x).permute(0, 2, 3, 1)
+    return _to_u8(x.permute(0, 2, 3, 1))
 
 
 # ---- 4:2:0 chroma -----------------------------------------------------------------------------
@@ -166,7 +169,7 @@ def i420_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, colorspace: s
     m = yuv_to_rgb_matrix(colorspace, range)
     off = _RANGE_CODES[range][0]
     luma = (y.to(torch.float32) - off).unsqueeze(1) * m[0][0]                       # (N, 1, H, W) Y'
-    chroma = torch.stack([u, v], dim=1).to(torch.float32) - _CHROMA_ZERO            # (N, 2, H/2, W/2)
+    chroma = torch.stack([u.to(torch.float32), v.to(torch.float32)], dim=1) - _CHROMA_ZERO  # (N, 2, H/2, W/2)
     chroma = upsample_chroma(chroma)                                                # (N, 2, H, W)
     cb, cr = chroma[:, 0:1], chroma[:, 1:2]
     r = luma + m[0][2] * cr
@@ -193,9 +196,7 @@ def rgb_to_i420(rgb: torch.Tensor, colorspace: str = DEFAULT_COLORSPACE,
     pb = (b - luma) * (cs / (2 * (1 - kb)))
     pr = (r - luma) * (cs / (2 * (1 - kr)))
     chroma = downsample_chroma(torch.cat([pb, pr], dim=1)) + _CHROMA_ZERO           # (N, 2, H/2, W/2)
-    y = _to_u8(luma * ys + off)[:, 0]
-    u8 = _to_u8(chroma)
-    return y, u8[:, 0], u8[:, 1]
+    return _to_u8((luma * ys + off)[:, 0]), _to_u8(chroma[:, 0]), _to_u8(chroma[:, 1])
 
 
 def split_yuv420p(frame):
