@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
+from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from . import build_model
@@ -378,13 +379,9 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# ----------------------------------------------------------------------------- the loop
-def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -> Path:
-    """Run (or continue) training; returns the path of the exported release weights.
-
-    ``stop_after`` ends the run early at that step (after its checkpoint), as a kill would.
-    """
-    tc = cfg["train"]
+# ----------------------------------------------------------------------------- the run's parts
+def _process(tc: dict) -> tuple[bool, int, int, torch.device]:
+    """(distributed, rank, world size, device) of this process; joins the process group under torchrun."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -397,185 +394,250 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
         torch.set_num_threads(int(tc["threads"]))
     if tc["batch_size"] % world:
         raise ConfigError(f"batch_size {tc['batch_size']} must divide evenly over {world} processes")
-    out = Path(tc["out"])
-    torch.manual_seed(tc["seed"])
-    random.seed(tc["seed"])
-    np.random.seed(tc["seed"])
+    return distributed, rank, world, device
 
-    mc = dict(cfg["model"])
-    preset, scale = mc.pop("preset"), mc.pop("scale")
-    model = build_model(preset, scale=scale, **mc)
-    run_files = [out / name for name in RUN_FILES]
-    if not resume:
-        taken = [p for p in run_files + [out / n for n in RUN_EXTRAS] if p.exists()]
-        if taken:  # a fresh run would replace them, best.safetensors included, with worse weights
-            raise ConfigError(f"{taken[0]}: train.out {out} already holds a run; continue it with --resume, "
-                              "start afresh with --force (the old run is kept aside), or set train.out to a new folder")
-    if tc.get("init_from") and not resume:
-        for target in run_files:  # this run would replace the weights it starts from
-            refuse_overwrite(target, [tc["init_from"]], what=f"run's {target.name} (train.out)")
-        init_from_other_scale(model, tc["init_from"])
-    if rank == 0:
-        for target in run_files:  # left by a kill during a checkpoint write
-            for orphan in remove_orphans(target):
-                print(f"removed {orphan}: temporary file of an interrupted checkpoint write", file=sys.stderr)
-    # NHWC convolutions are about 1.1x faster on CPU (benchmarks/train_speed.py); same arithmetic
-    model.to(device, memory_format=torch.channels_last if tc["channels_last"] else torch.preserve_format).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]), eps=tc["eps"])
-    scheduler = make_scheduler(optimizer, tc)
-    ema = None
-    if tc["weight_ema"]:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc["weight_ema"]), use_buffers=True)
-    use_amp = bool(tc["amp"]) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    step, best = 0, -math.inf
-    if resume:
+class _Run:
+    """One training run's state: model, optimizer, schedule, EMA, step, best score, and its files."""
+
+    def __init__(self, cfg: dict, resume: str | None):
+        self.cfg, tc = cfg, cfg["train"]
+        self.tc = tc
+        self.distributed, self.rank, self.world, self.device = _process(tc)
+        self.out = Path(tc["out"])
+        torch.manual_seed(tc["seed"])
+        random.seed(tc["seed"])
+        np.random.seed(tc["seed"])
+        mc = dict(cfg["model"])
+        self.preset, self.scale = mc.pop("preset"), mc.pop("scale")
+        self.model = build_model(self.preset, scale=self.scale, **mc)
+        self._check_outputs(resume)
+        # NHWC convolutions are about 1.1x faster on CPU (benchmarks/train_speed.py); same arithmetic
+        self.memory_format = torch.channels_last if tc["channels_last"] else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]), eps=tc["eps"])
+        self.scheduler = make_scheduler(self.optimizer, tc)
+        self.ema = None
+        if tc["weight_ema"]:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(tc["weight_ema"]), use_buffers=True)
+        self.use_amp = bool(tc["amp"]) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step, self.best = 0, -math.inf
+        if resume:
+            self._restore(resume)
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.distributed else self.model
+        self.log = _RunLog(self.out / "train.log" if self.rank == 0 else None)
+
+    def _check_outputs(self, resume: str | None) -> None:
+        tc, out = self.tc, self.out
+        run_files = [out / name for name in RUN_FILES]
+        if not resume:
+            taken = [p for p in run_files + [out / n for n in RUN_EXTRAS] if p.exists()]
+            if taken:  # a fresh run would replace them, best.safetensors included, with worse weights
+                raise ConfigError(f"{taken[0]}: train.out {out} already holds a run; continue it with --resume, "
+                                  "start afresh with --force (the old run is kept aside), or set train.out to a new folder")
+        if tc.get("init_from") and not resume:
+            for target in run_files:  # this run would replace the weights it starts from
+                refuse_overwrite(target, [tc["init_from"]], what=f"run's {target.name} (train.out)")
+            init_from_other_scale(self.model, tc["init_from"])
+        if self.rank == 0:
+            for target in run_files:  # left by a kill during a checkpoint write
+                for orphan in remove_orphans(target):
+                    print(f"removed {orphan}: temporary file of an interrupted checkpoint write", file=sys.stderr)
+
+    def _restore(self, resume: str) -> None:
         saved, state, raw = read_checkpoint(resume)
         if "optimizer" not in raw:
             raise CheckpointError(resume, "not a training checkpoint (no optimizer state); use train.init_from")
-        check_resume_config(resume, saved, raw, model, preset)
-        model.load_state_dict(state)
-        optimizer.load_state_dict(raw["optimizer"])
-        scheduler.load_state_dict(raw["scheduler"])
-        if tc["schedule"] == "multistep":
-            scheduler.milestones = Counter(tc["milestones"])  # the config may shorten a run's schedule
-        scaler.load_state_dict(raw["scaler"])
-        if ema is not None and raw.get("ema_model") is not None:
-            ema.load_state_dict(raw["ema_model"])
-        step, best = int(raw["step"]), float(raw["best_psnr"])
-        if not math.isfinite(best):  # a score of a broken model (inf from NaN) must not block every later one
-            best = -math.inf
+        check_resume_config(resume, saved, raw, self.model, self.preset)
+        self.model.load_state_dict(state)
+        self.optimizer.load_state_dict(raw["optimizer"])
+        self.scheduler.load_state_dict(raw["scheduler"])
+        if self.tc["schedule"] == "multistep":
+            self.scheduler.milestones = Counter(self.tc["milestones"])  # the config may shorten a run's schedule
+        self.scaler.load_state_dict(raw["scaler"])
+        if self.ema is not None and raw.get("ema_model") is not None:
+            self.ema.load_state_dict(raw["ema_model"])
+        self.step, self.best = int(raw["step"]), float(raw["best_psnr"])
+        if not math.isfinite(self.best):  # a score of a broken model (inf from NaN) must not block every later one
+            self.best = -math.inf
         set_rng_state(raw["rng"])
 
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    train_set, val_set = build_datasets(cfg, scale)
-    log = _RunLog(out / "train.log" if rank == 0 else None)
-    if rank == 0:
-        from .safeio import atomic_write
-        atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-        params = sum(p.numel() for p in model.parameters())
-        data = ", ".join(cfg["data"]["train"] if isinstance(cfg["data"]["train"], list) else [cfg["data"]["train"]])
-        log(f"lcoan.train: preset {preset} x{scale}, {params:,} parameters; data {data} "
-            f"({len(train_set)} samples, patch {cfg['data']['patch']}, batch {tc['batch_size']}); "
-            f"steps {step}/{tc['steps']}{' (resumed from ' + str(resume) + ')' if resume else ''}; "
-            f"device {device}{f' x{world}' if world > 1 else ''}; output {out}/ (config.yaml, train.log, "
-            f"last.pt, best.safetensors, final.safetensors)")
-    batches = StepBatches(len(train_set), tc["batch_size"], tc["seed"], step, tc["steps"], rank, world)
-    workers = int(cfg["data"]["workers"])
-    loader = DataLoader(train_set, batch_sampler=batches, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    @property
+    def released(self):
+        """The weights that are published: the EMA's when there is one."""
+        return self.ema.module if self.ema else self.model
 
-    def require_finite_weights() -> None:
-        for name, module in (("model", model), ("weight EMA", ema.module if ema else None)):
+    def banner(self, n_samples: int, resume: str | None) -> None:
+        from .safeio import atomic_write
+        cfg, tc = self.cfg, self.tc
+        atomic_write(self.out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        params = sum(p.numel() for p in self.model.parameters())
+        data = ", ".join(cfg["data"]["train"] if isinstance(cfg["data"]["train"], list) else [cfg["data"]["train"]])
+        self.log(f"lcoan.train: preset {self.preset} x{self.scale}, {params:,} parameters; data {data} "
+                 f"({n_samples} samples, patch {cfg['data']['patch']}, batch {tc['batch_size']}); "
+                 f"steps {self.step}/{tc['steps']}{' (resumed from ' + str(resume) + ')' if resume else ''}; "
+                 f"device {self.device}{f' x{self.world}' if self.world > 1 else ''}; output {self.out}/ "
+                 "(config.yaml, train.log, last.pt, best.safetensors, final.safetensors)")
+
+    def train_step(self, lr_batch: Tensor, hr_batch: Tensor) -> Tensor:
+        """One optimizer step on one batch; a non-finite loss stops the run with nothing saved."""
+        lr_batch = lr_batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        hr_batch = hr_batch.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss = F.l1_loss(self.net(lr_batch), hr_batch)
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.distributed:  # every rank stops together, or the others would wait forever
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item():
+            raise TrainingDiverged(f"training diverged at step {self.step + 1}: the loss is {loss.item()} "
+                                   f"(lower train.lr); nothing saved, the last "
+                                   f"good checkpoint is kept ({self.out / 'last.pt'})")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        return loss
+
+    def require_finite_weights(self) -> None:
+        for name, module in (("model", self.model), ("weight EMA", self.ema.module if self.ema else None)):
             found = first_non_finite(module.state_dict()) if module is not None else None
             if found:
-                raise TrainingDiverged(f"training diverged at step {step}: {name} tensor {found[0]!r} has "
+                raise TrainingDiverged(f"training diverged at step {self.step}: {name} tensor {found[0]!r} has "
                                        f"{found[1]} non-finite value(s); nothing saved, the last good "
-                                       f"checkpoint is kept ({out / 'last.pt'})")
+                                       f"checkpoint is kept ({self.out / 'last.pt'})")
 
-    def checkpoint(path: Path) -> None:
-        require_finite_weights()
-        save_checkpoint(path, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict(), ema_model=ema.state_dict() if ema else None,
-                        step=step, best_psnr=best, rng=rng_state(), train_config=cfg)
+    def checkpoint(self, path: Path) -> None:
+        self.require_finite_weights()
+        save_checkpoint(path, self.model, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+                        ema_model=self.ema.state_dict() if self.ema else None,
+                        step=self.step, best_psnr=self.best, rng=rng_state(), train_config=self.cfg)
 
-    writer = None
-    if tc["tensorboard"] and rank == 0:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("train.tensorboard=true needs TensorBoard: pip install tensorboard") from None
-        writer = SummaryWriter(out / "tb")
-    from tqdm import tqdm
-    bar = tqdm(total=tc["steps"], initial=step, disable=rank != 0, dynamic_ncols=True, unit="it")
-    log.bar = bar
-    # Ctrl-C: finish the step in flight (a half-applied optimizer step could not be resumed
-    # bit-exactly), save last.pt, then stop; a second Ctrl-C stops at once.
-    interrupted: list = []
-    previous_sigint = None
-    if not distributed and rank == 0 and _main_thread():
-        def on_sigint(signum, frame):
-            if interrupted:
-                raise KeyboardInterrupt
-            interrupted.append(step)
-            bar.write("interrupted: finishing this step, then saving last.pt (Ctrl-C again to stop at once)")
-        previous_sigint = signal.signal(signal.SIGINT, on_sigint)
+    def validate_and_keep_best(self, val_set) -> float:
+        """Validation Y-PSNR; a new best is written to best.safetensors, a NaN never is."""
+        psnr = validate(self.released, val_set, self.device, self.scale, self.cfg["data"]["val_max_images"])
+        if not math.isfinite(psnr):  # NaN: the model's output is broken; never promoted
+            self.log(f"step {self.step}: val Y-PSNR {psnr}: the model's output is not finite; "
+                     f"{self.out / 'best.safetensors'} kept")
+            self.require_finite_weights()
+        else:
+            self.log(f"step {self.step}: val Y-PSNR {psnr:.3f} dB")
+        if math.isfinite(psnr) and psnr > self.best:
+            self.best = psnr
+            self.require_finite_weights()
+            save_safetensors(self.released, self.out / "best.safetensors", {"step": self.step, "psnr_y": psnr})
+        return psnr
 
-    def stop_here() -> None:
+    def interrupted(self) -> TrainingInterrupted:
         saved = None
-        if step > 0:
-            checkpoint(out / "last.pt")
-            saved = out / "last.pt"
-        log(f"interrupted at step {step}" + (f"; saved {saved}" if saved else "; nothing to save yet"), console=False)
-        raise TrainingInterrupted(step, saved)
+        if self.step > 0:
+            self.checkpoint(self.out / "last.pt")
+            saved = self.out / "last.pt"
+        self.log(f"interrupted at step {self.step}" + (f"; saved {saved}" if saved else "; nothing to save yet"),
+                 console=False)
+        return TrainingInterrupted(self.step, saved)
+
+    def finish(self) -> Path:
+        final = self.out / "final.safetensors"
+        if self.rank == 0 and self.step >= self.tc["steps"]:
+            self.require_finite_weights()
+            save_safetensors(self.released, final, {"step": self.step})
+            self.log(f"finished at step {self.step}: wrote {final}", console=False)
+        if self.distributed:
+            dist.barrier()
+        return final
+
+
+class _Sigint:
+    """Ctrl-C finishes the step in flight (a half-applied optimizer step could not be resumed
+    bit-exactly), then the loop saves last.pt and stops; a second Ctrl-C stops at once."""
+
+    def __init__(self, bar, active: bool):
+        self.bar, self.active, self.requested, self.previous = bar, active, False, None
+
+    def __enter__(self):
+        if self.active:
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.bar.write("interrupted: finishing this step, then saving last.pt (Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _tensorboard(run: _Run):
+    if not (run.tc["tensorboard"] and run.rank == 0):
+        return None
     try:
-        for lr_batch, hr_batch in loader:
-            lr_batch, hr_batch = lr_batch.to(device, non_blocking=True), hr_batch.to(device, non_blocking=True)
-            if tc["channels_last"]:
-                lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = F.l1_loss(net(lr_batch), hr_batch)
-            bad = (~torch.isfinite(loss.detach())).float()
-            if distributed:  # every rank stops together, or the others would wait forever
-                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-            if bad.item():
-                raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {loss.item()} "
-                                       f"(lower train.lr); nothing saved, the last "
-                                       f"good checkpoint is kept ({out / 'last.pt'})")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            bar.update(1)
-            if step % tc["log_every"] == 0 or step == tc["steps"]:
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-                log(f"step {step}: loss {loss.item():.5f} lr {scheduler.get_last_lr()[0]:.2e}", console=False)
-                if writer:
-                    writer.add_scalar("train/l1", loss.item(), step)
-            if rank == 0 and val_set is not None and (step % tc["val_every"] == 0 or step == tc["steps"]):
-                psnr = validate(ema.module if ema else model, val_set, device, scale, cfg["data"]["val_max_images"])
-                if writer:
-                    writer.add_scalar("val/psnr_y", psnr, step)
-                if not math.isfinite(psnr):  # NaN: the model's output is broken; never promoted
-                    log(f"step {step}: val Y-PSNR {psnr}: the model's output is not finite; "
-                        f"{out / 'best.safetensors'} kept")
-                    require_finite_weights()
-                else:
-                    log(f"step {step}: val Y-PSNR {psnr:.3f} dB")
-                if math.isfinite(psnr) and psnr > best:
-                    best = psnr
-                    require_finite_weights()
-                    save_safetensors(ema.module if ema else model, out / "best.safetensors", {"step": step, "psnr_y": psnr})
-            if rank == 0 and (step % tc["ckpt_every"] == 0 or step == tc["steps"]):
-                checkpoint(out / "last.pt")
-            if interrupted:
-                stop_here()
-            if stop_after is not None and step >= stop_after:
-                break
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard=true needs TensorBoard: pip install tensorboard") from None
+    return SummaryWriter(run.out / "tb")
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -> Path:
+    """Run (or continue) training; returns the path of the exported release weights.
+
+    ``stop_after`` ends the run early at that step (after its checkpoint), as a kill would.
+    """
+    from tqdm import tqdm
+    run = _Run(cfg, resume)
+    tc, main_rank = run.tc, run.rank == 0
+    train_set, val_set = build_datasets(cfg, run.scale)
+    if main_rank:
+        run.banner(len(train_set), resume)
+    batches = StepBatches(len(train_set), tc["batch_size"], tc["seed"], run.step, tc["steps"], run.rank, run.world)
+    loader = DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["data"]["workers"]),
+                        pin_memory=run.device.type == "cuda", persistent_workers=False)
+    writer = _tensorboard(run)
+    bar = tqdm(total=tc["steps"], initial=run.step, disable=not main_rank, dynamic_ncols=True, unit="it")
+    run.log.bar = bar
+    sigint = _Sigint(bar, active=not run.distributed and main_rank and _main_thread())
+    try:
+        with sigint:
+            for lr_batch, hr_batch in loader:
+                loss = run.train_step(lr_batch, hr_batch)
+                bar.update(1)
+                if run.step % tc["log_every"] == 0 or run.step == tc["steps"]:
+                    lr_now = run.scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_now:.1e}")
+                    run.log(f"step {run.step}: loss {loss.item():.5f} lr {lr_now:.2e}", console=False)
+                    if writer:
+                        writer.add_scalar("train/l1", loss.item(), run.step)
+                if main_rank and val_set is not None and (run.step % tc["val_every"] == 0 or run.step == tc["steps"]):
+                    psnr = run.validate_and_keep_best(val_set)
+                    if writer:
+                        writer.add_scalar("val/psnr_y", psnr, run.step)
+                if main_rank and (run.step % tc["ckpt_every"] == 0 or run.step == tc["steps"]):
+                    run.checkpoint(run.out / "last.pt")
+                if sigint.requested:
+                    raise run.interrupted()
+                if stop_after is not None and run.step >= stop_after:
+                    break
     except RuntimeError as exc:
         # Ctrl-C in a terminal also reaches the DataLoader workers, which then fail the next fetch
-        if interrupted and not isinstance(exc, (TrainingInterrupted, TrainingDiverged)):
-            stop_here()
+        if sigint.requested and not isinstance(exc, (TrainingInterrupted, TrainingDiverged)):
+            raise run.interrupted() from None
         raise
     finally:
         bar.close()  # before any error line, so that it is not glued to the bar
-        if previous_sigint is not None:
-            signal.signal(signal.SIGINT, previous_sigint)
-    final = out / "final.safetensors"
-    if rank == 0 and step >= tc["steps"]:
-        require_finite_weights()
-        save_safetensors(ema.module if ema else model, final, {"step": step})
-        log(f"finished at step {step}: wrote {final}", console=False)
+    final = run.finish()
     if writer:
         writer.close()
-    if distributed:
-        dist.barrier()
     return final
 
 
