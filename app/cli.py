@@ -127,7 +127,8 @@ class _Progress:
             self.bar.close()
 
 
-def print_summary(s: dict, stream=sys.stderr) -> None:
+def print_summary(s: dict, stream=None) -> None:
+    stream = stream or sys.stderr  # looked up per call: a redirected stderr gets the summary too
     lat = s["latency_ms"]
     parts = ", ".join(f"{k} {lat[k]['mean']:.1f}/{lat[k]['p50']:.1f}/{lat[k]['p99']:.1f}"
                       for k in STAGES + ("e2e",) if lat[k]["count"])
@@ -184,6 +185,9 @@ def _run(argv: Optional[list[str]]) -> int:
     _refuse_side_outputs(args, source)
     sink = open_sink(output, source, codec=args.codec, crf=args.crf, scale=backend.scale, preset=args.preset,
                      realtime=args.realtime)
+    chosen = getattr(sink, "codec", None)
+    if args.codec not in (None, "auto") and chosen and chosen != args.codec:
+        print(f"warning: {sink.codec_note.split(';')[0]}; encoding with {chosen}", file=sys.stderr)
 
     # A backend that cuts its own windows (triton: sent concurrently) must not get tiles of tiles.
     tile = None if getattr(backend, "tiles_itself", False) else args.tile

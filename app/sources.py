@@ -307,7 +307,8 @@ def open_decoder(stream, hwdec: str = "auto", live: bool = False):
     import av
     name = stream.codec_context.name
     soft = stream.codec_context
-    threads = f"software {name}, {soft.thread_count or 'auto'} thread(s), {soft.thread_type}"
+    kind = getattr(soft.thread_type, "name", str(soft.thread_type)).lower()
+    threads = f"software {name}, {soft.thread_count or 'auto'} thread(s), {kind} threading"
     if hwdec in ("off", "none", "cpu") or live:
         return soft, threads + ("" if hwdec in ("off", "none", "cpu") else " (live input)")
     want = _CUVID.get(name) if hwdec in ("auto", "nvdec", "cuda") else hwdec

@@ -1,31 +1,36 @@
-"""End-to-end app throughput: every available backend and precision at 360p, 540p and 720p input,
-x2, edge preset, side by side in one run.
+"""What a user of ``python -m app`` sees: a real H.264 clip decoded, upscaled x2 and encoded to a
+file, next to the model-only fps of the same backend and graph and a minimal PyAV loop doing the
+same job, in one run.
 
-    python -m benchmarks.app [--frames 3] [--sizes 360p,540p,720p] [--backends torch,onnxruntime,tensorrt]
-                             [--weights W] [--engines DIR] [--tile T] [--json out/bench_app.json]
+    python -m benchmarks.app [--clip C.mp4] [--frames 150] [--backends bicubic,torch,onnxruntime]
+                             [--repeats 3] [--json out/bench_app.json]
+    python -m benchmarks.app --gpu             # make gpu-check: torch eager and compiled, ORT CUDA
     python -m benchmarks.app --soak 10000      # memory soak: 16x16 frames through bicubic, RSS start/end
     python -m benchmarks.app --models          # presets and peer nets: MFLOP/px, CPU fps, Jetson estimate
 
-Each cell runs the full pipeline (synthetic decode -> pre -> infer -> post -> null sink) on
-``--frames`` frames after ``--warmup`` frames of the same size, and reports frames per second
-plus the mean inference latency. Weights: the bundled ``weights/lcoan_edge_x2.safetensors``, or
-random edge weights when they are absent (said in the output; speed does not depend on the
-weights). TensorRT rows use engines from ``--engines`` (``edge_x2_<precision>.engine``) or are
-built with ``export.to_trt`` when TensorRT and a GPU are present; otherwise the row says why not.
+The clip is ``--clip``, or one made here: a 960x540 H.264 pan over an Urban100 image from the
+data root (a gradient with texture when the data is absent). Each row runs the app's own
+pipeline with its defaults (``open_source``/``open_sink``/``Pipeline``, as the CLI does: planes
+from the decoder, ``--codec auto``, x264 ``veryfast``) into an .mp4 and reports its fps and the
+host ms per frame of each stage; "model only" feeds the same backend the clip's decoded frames
+in a loop (no decode, no encode). The reference is the minimal loop people would write: PyAV
+threaded decode, swscale bicubic x2 on yuv420p, libx264 ``veryfast`` crf 18. Runs are
+interleaved (reference, then each backend, ``--repeats`` times) and the medians compared, since
+CPU timings on a shared machine drift.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .common import machine
+from lcoan.data.paths import default_data_root
 
-SIZES = {"360p": (640, 360), "540p": (960, 540), "720p": (1280, 720)}
+from .common import machine
 
 # Jetson roofline for the --models table. Dense FP16 peaks of the GPU, derived from NVIDIA's
 # published GPU sparse-INT8 TOPS (Jetson Orin series data sheet; Jetson Orin Nano Super
@@ -42,82 +47,190 @@ def _machine() -> str:
     return f"{machine()}, {gpu}"
 
 
-def _model(weights: str | None):
-    import lcoan
-    from lcoan import CheckpointError
-    try:
-        path = weights or str(lcoan.default_weights(2))
-        return lcoan.load_model(path), f"weights {path}"
-    except CheckpointError:
-        import torch
-        torch.manual_seed(0)
-        return lcoan.build_model("edge", scale=2).eval(), "random edge weights (bundled weights absent)"
-
-
-def _variants(model, args, workdir: Path):
-    """(backend label, precision, factory or None, note) for every backend/precision."""
-    import torch
-
-    from app.backends import BackendUnavailable, OrtBackend, TensorRTBackend, TorchBackend
-    cuda = torch.cuda.is_available()
-    out = []
-    if "torch" in args.backends:
-        out.append(("torch", "fp32", lambda: TorchBackend(model, precision="fp32", threads=args.threads), ""))
-        out.append(("torch", "fp16", (lambda: TorchBackend(model, precision="fp16")) if cuda else None,
-                    "" if cuda else "fp16 needs CUDA"))
-    onnx_paths = {}
-    if "onnxruntime" in args.backends or "tensorrt" in args.backends:
-        from export.to_onnx import export_onnx
-        for dtype in ("fp32", "fp16"):
-            onnx_paths[dtype] = export_onnx(model, workdir / f"edge_x2_{dtype}.onnx", dtype=dtype)
-    if "onnxruntime" in args.backends:
-        import onnxruntime as ort
-        gpu_ep = any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
-        out.append(("onnxruntime", "fp32", lambda: OrtBackend(onnx_paths["fp32"], threads=args.threads), ""))
-        out.append(("onnxruntime", "fp16", (lambda: OrtBackend(onnx_paths["fp16"])) if gpu_ep else None,
-                    "" if gpu_ep else "FP16 graph skipped: no GPU execution provider (CPU EP runs it as FP32 + casts)"))
-    if "tensorrt" in args.backends:
-        for precision in ("fp32", "fp16"):
-            out.append(("tensorrt", precision, _trt_factory(precision, onnx_paths, args, workdir), ""))
-    resolved = []
-    for name, precision, factory, note in out:
-        if isinstance(factory, str):  # a reason
-            resolved.append((name, precision, None, factory))
-        else:
-            resolved.append((name, precision, factory, note))
-    return resolved, BackendUnavailable
-
-
-def _trt_factory(precision: str, onnx_paths: dict, args, workdir: Path):
-    from app.backends import TensorRTBackend
-    engine = Path(args.engines or workdir) / f"edge_x2_{precision}.engine"
-    try:
-        from engine.runtime import require_runtime
-        require_runtime()
-    except Exception as exc:  # no TensorRT or no GPU: one line
-        return f"unavailable: {str(exc).splitlines()[0][:120]}"
-    if not engine.exists():
-        try:
-            from engine.build import build_engine, make_profile
-            w, h = max(SIZES[s][0] for s in args.sizes), max(SIZES[s][1] for s in args.sizes)
-            profile = make_profile((1, 3, 16, 16), (1, 3, 360, 640), (1, 3, h, w))
-            build_engine(onnx_paths[precision], engine, precision=precision, profile=profile, log=lambda m: None)
-        except Exception as exc:
-            return f"engine build failed: {str(exc).splitlines()[0][:120]}"
-    return lambda: TensorRTBackend(str(engine))
-
-
-def bench_cell(backend, size: tuple[int, int], frames: int, warmup: int, tile, batch: int) -> dict:
-    from app.pipeline import Pipeline, PipelineConfig
-    from app.sinks import NullSink
-    from app.sources import SyntheticSource
+def make_clip(path: Path, frames: int = 150, size: tuple[int, int] = (960, 540), fps: int = 30) -> Path:
+    """A real-looking H.264 clip: a pan over an Urban100 image (a textured gradient without data)."""
+    import av
+    import numpy as np
+    from PIL import Image
     w, h = size
-    cfg = PipelineConfig(tile=tile, batch=batch, progress=False)
-    if warmup:
-        Pipeline(SyntheticSource(warmup, w, h), backend, NullSink(), cfg).run()
-    s = Pipeline(SyntheticSource(frames, w, h), backend, NullSink(), cfg).run()
-    return {"fps": s["fps"], "infer_ms": s["latency_ms"]["infer"]["mean"], "e2e_ms": s["latency_ms"]["e2e"]["mean"],
-            "frames": s["frames_out"], "wall_s": s["wall_s"], "device": s["device"]}
+    images = sorted((default_data_root() / "benchmark" / "Urban100" / "HR").glob("*.png"))
+    if images:
+        im = Image.open(images[len(images) // 2]).convert("RGB")
+        k = max(1.0, 1.25 * w / im.width, 1.25 * h / im.height)
+        canvas = np.asarray(im.resize((round(im.width * k), round(im.height * k)), Image.BICUBIC))
+    else:
+        yy, xx = np.mgrid[0:h * 5 // 4, 0:w * 5 // 4]
+        rng = np.random.default_rng(0)
+        canvas = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+        canvas = (canvas // 2 + rng.integers(0, 128, canvas.shape, dtype=np.uint8))
+    big_h, big_w = canvas.shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "20", "preset": "fast"}
+        for i in range(frames):
+            t = i / max(1, frames - 1)
+            x, y = int(t * (big_w - w)), int((0.5 + 0.5 * math.sin(2 * math.pi * t)) * (big_h - h))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(canvas[y:y + h, x:x + w]), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def reference_loop(clip: str, out: str, scale: int = 2) -> dict:
+    """The minimal PyAV job: threaded decode -> swscale bicubic x scale on yuv420p -> libx264
+    veryfast crf 18, one thread of Python."""
+    import av
+    t = time.perf_counter()
+    n = 0
+    with av.open(clip) as src, av.open(out, "w") as dst:
+        vin = src.streams.video[0]
+        vin.thread_type = "AUTO"
+        rate = vin.average_rate or 30
+        vout = dst.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width * scale, vin.codec_context.height * scale, "yuv420p"
+        tb = vout.time_base = 1 / rate  # the muxer changes the stream's time base once it starts
+        vout.options = {"crf": "18", "preset": "veryfast"}
+        for frame in src.decode(vin):
+            big = frame.reformat(width=vout.width, height=vout.height, format="yuv420p", interpolation="BICUBIC")
+            big.pts, big.time_base = n, tb
+            dst.mux(vout.encode(big))
+            n += 1
+        dst.mux(vout.encode(None))
+    return {"frames": n, "fps": n / (time.perf_counter() - t)}
+
+
+def app_run(clip: str, out: str, backend) -> dict:
+    """The app's pipeline with the CLI's defaults, into a real file."""
+    from app.pipeline import Pipeline, PipelineConfig
+    from app.sinks import open_sink
+    from app.sources import open_source
+    source = open_source(clip)
+    sink = open_sink(out, source, scale=backend.scale)
+    s = Pipeline(source, backend, sink, PipelineConfig(progress=False)).run()
+    if s["error"]:
+        raise RuntimeError(s["error"])
+    import av
+    with av.open(out) as check:  # every frame present, at s x the size
+        v = check.streams.video[0]
+        got = sum(1 for _ in check.demux(v) if _.size)
+        size = (v.codec_context.width, v.codec_context.height)
+    lat = s["latency_ms"]
+    return {"fps": s["fps"], "frames_in": s["frames_in"], "frames_written": got, "size": f"{size[0]}x{size[1]}",
+            "stages_ms": {k: lat[k]["mean"] for k in ("decode", "pre", "submit", "infer", "post", "encode")},
+            "decoder": s["decoder"], "encoder": s["encoder"], "frames_converted": s["frames_converted"]["count"]}
+
+
+def model_only(clip: str, backend, frames: int = 30) -> dict:
+    """fps of the backend alone on the clip's decoded frames (uint8 planes in and out), with two
+    batches in flight as the pipeline keeps them (the next upload overlaps this inference)."""
+    import av
+    from app.frames import planes_of
+    with av.open(clip) as src:
+        images = []
+        for f in src.decode(video=0):
+            images.append(planes_of(f)[0])
+            if len(images) == min(frames, 8):
+                break
+        colour = None
+    backend.run_u8(images[0][None], "yuv420p", colour)  # warm-up: allocators, autotuning, compiling
+    t = time.perf_counter()
+    queue = []
+    for i in range(frames):
+        queue.append(backend.submit(images[i % len(images)][None], "yuv420p", colour))
+        if len(queue) > 1:
+            queue.pop(0).result()
+    for p in queue:
+        p.result()
+    return {"fps": frames / (time.perf_counter() - t)}
+
+
+def _backends(names: list[str], gpu: bool):
+    """(label, factory, note) per backend row; ``gpu``: torch eager and compiled and ORT on CUDA."""
+    from app.backends import BicubicBackend, load_backend
+    from lcoan.pretrained import default_pretrained
+    weights = default_pretrained(2, video=True).name
+    device = "cuda" if gpu else None
+    rows = []
+    for name in names:
+        if name == "bicubic":
+            rows.append(("bicubic", lambda: BicubicBackend(2), "swscale on the planes"))
+        elif name == "torch":
+            rows.append((f"torch {weights}", lambda: load_backend("torch", weights, device=device,
+                                                                  precision="fp16" if gpu else "fp32"), ""))
+        elif name == "torch-compiled":
+            rows.append((f"torch {weights} --compile", lambda: load_backend(
+                "torch", weights, device=device, precision="fp16" if gpu else "fp32", compile=True), ""))
+        elif name == "onnxruntime":
+            rows.append((f"onnxruntime {weights}", lambda: _ort_backend(weights, device), ""))
+        else:
+            rows.append((name, None, "unknown backend"))
+    return rows
+
+
+def _ort_backend(weights: str, device):
+    """ORT on the i420 graph where the exporter has integer I/O, else the float graph."""
+    from app.backends import OrtBackend, _load_torch_model
+    from export.to_onnx import export_onnx
+    model, _ = _load_torch_model(weights, 2)
+    path = Path(tempfile.mkdtemp(prefix="bench_app_")) / "model.onnx"
+    try:
+        export_onnx(model, path, io="i420")
+    except TypeError:  # an exporter without --io
+        export_onnx(model, path)
+    return OrtBackend(str(path), device=device)
+
+
+def video_bench(args) -> dict:
+    import statistics
+    work = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    clip = args.clip or str(make_clip(work / "clip_540p.mp4", args.frames))
+    rows = [{"label": "reference loop (PyAV decode, swscale bicubic, x264 veryfast)", "runs": []}]
+    built = []
+    for label, factory, note in _backends(args.backends, args.gpu):
+        row = {"label": label, "note": note, "runs": []}
+        rows.append(row)
+        if factory is None:
+            continue
+        try:
+            built.append((row, factory()))
+        except Exception as exc:  # BackendUnavailable and friends: the row says why
+            row["note"] = str(exc).splitlines()[0][:160]
+    for _ in range(args.repeats):  # interleaved: each repeat runs every row once
+        rows[0]["runs"].append(reference_loop(clip, str(work / "ref.mp4")))
+        for row, backend in built:
+            row["runs"].append(app_run(clip, str(work / "app.mp4"), backend))
+    ref = statistics.median(r["fps"] for r in rows[0]["runs"])
+    rows[0]["fps"] = ref
+    for row, backend in built:
+        row["fps"] = statistics.median(r["fps"] for r in row["runs"])
+        row["vs_reference"] = row["fps"] / ref
+        row["model_only_fps"] = model_only(clip, backend, frames=args.model_frames)["fps"]
+        row["vs_model_only"] = row["fps"] / row["model_only_fps"]
+        last = row["runs"][-1]
+        row.update({k: last[k] for k in ("decoder", "encoder", "size", "frames_written", "frames_converted")})
+        row["stages_ms"] = {k: statistics.median(r["stages_ms"][k] or 0.0 for r in row["runs"])
+                            for k in last["stages_ms"]}
+        backend.close()
+    return {"clip": clip, "frames": args.frames, "repeats": args.repeats, "reference_fps": ref, "rows": rows}
+
+
+def video_table(result: dict) -> str:
+    head = ("| pipeline | app fps | x reference | model-only fps | x model-only | decode | pre | infer | post "
+            "| encode (host ms/frame) | frames out |")
+    lines = [head, "|" + "---|" * 11]
+    for r in result["rows"]:
+        if "stages_ms" not in r:
+            fps = f"{r['fps']:.1f}" if "fps" in r else "-"
+            lines.append(f"| {r['label']} | {fps} | {'1.00' if 'fps' in r else '-'} | - | - | - | - | - | - | - "
+                         f"| {r.get('note', '')} |")
+            continue
+        st = r["stages_ms"]
+        lines.append(f"| {r['label']} | {r['fps']:.1f} | {r['vs_reference']:.2f} | {r['model_only_fps']:.1f} "
+                     f"| {r['vs_model_only']:.2f} | " + " | ".join(f"{st[k]:.1f}" for k in
+                                                               ("decode", "pre", "infer", "post", "encode"))
+                     + f" | {r['frames_written']} at {r['size']} |")
+    return "\n".join(lines)
 
 
 def soak(n: int, size: int, backend_name: str, model: str | None, out: str | None) -> dict:
@@ -176,14 +289,14 @@ def model_table(threads: int, repeats: int = 3) -> tuple[list[dict], str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.app", description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--sizes", default="360p,540p,720p")
-    p.add_argument("--backends", default="torch,onnxruntime,tensorrt")
-    p.add_argument("--weights")
-    p.add_argument("--engines", help="folder with edge_x2_fp32.engine / edge_x2_fp16.engine")
-    p.add_argument("--tile", type=int)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--clip", help="H.264 (or any) video to run (default: a 960x540 pan made here)")
+    p.add_argument("--frames", type=int, default=150, help="frames of the generated clip (default: 150)")
+    p.add_argument("--model-frames", type=int, default=30, help="frames timed for the model-only fps")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats, medians reported (default: 3)")
+    p.add_argument("--backends", default="bicubic", help="comma list of bicubic, torch, torch-compiled, "
+                   "onnxruntime (default: bicubic)")
+    p.add_argument("--gpu", action="store_true", help="torch eager and compiled (FP16) and ORT on CUDA; exits 0 "
+                   "with the reason where there is no GPU")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", default="out/bench_app.json")
     p.add_argument("--models", action="store_true",
@@ -194,11 +307,7 @@ def main(argv=None) -> int:
     p.add_argument("--soak-model")
     p.add_argument("--soak-output", help="encode the soak run to this file (default: discard)")
     args = p.parse_args(argv)
-    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [s for s in args.sizes if s not in SIZES]
-    if unknown:
-        p.error(f"unknown size {unknown[0]}; choose from {', '.join(SIZES)}")
 
     if args.models:
         rows, table = model_table(args.threads or 1)
@@ -213,52 +322,21 @@ def main(argv=None) -> int:
         _write(args.json, {"soak": r, "machine": _machine()})
         return 0
 
-    model, weights_note = _model(args.weights)
-    print(f"# app throughput, x2 edge preset, {weights_note}")
-    print(f"# {_machine()}; {args.frames} timed frame(s) per size after {args.warmup} warm-up, batch {args.batch}, "
-          f"tile {args.tile or 'none'}; synthetic source, null sink", flush=True)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_app_") as tmp:
-        variants, BackendUnavailable = _variants(model, args, Path(tmp))
-        for name, precision, factory, note in variants:
-            row = {"backend": name, "precision": precision, "note": note}
-            if factory is None:
-                rows.append(row)
-                print(f"{name} {precision}: skipped ({note})", flush=True)
-                continue
-            try:
-                backend = factory()
-            except BackendUnavailable as exc:
-                row["note"] = str(exc)
-                rows.append(row)
-                continue
-            row["device"] = backend.device
-            for size in args.sizes:
-                t = time.perf_counter()
-                cell = bench_cell(backend, SIZES[size], args.frames, args.warmup, args.tile, args.batch)
-                row[size] = cell
-                print(f"{name} {precision} {size}: {cell['fps']:.3f} fps (infer {cell['infer_ms']:.0f} ms/frame, "
-                      f"{time.perf_counter() - t:.0f} s)", flush=True)
-            backend.close()
-            rows.append(row)
-    table = _table(rows, args.sizes)
+    if args.gpu:
+        from plugins.loader import cuda_devices
+        import torch
+        if not cuda_devices() or not torch.cuda.is_available():
+            print("benchmarks.app --gpu: no CUDA GPU visible (driver or torch); nothing to time. Run `make gpu-check` "
+                  "on a machine with an NVIDIA GPU.")
+            return 0
+        args.backends = ["torch", "torch-compiled", "onnxruntime"]
+    print(f"# app on a real clip, x2, {args.frames} frames, {args.repeats} interleaved repeat(s); {_machine()}",
+          flush=True)
+    result = video_bench(args)
+    table = video_table(result)
     print(table)
-    _write(args.json, {"machine": _machine(), "weights": weights_note, "frames": args.frames, "warmup": args.warmup,
-                       "batch": args.batch, "tile": args.tile, "rows": rows, "table": table})
+    _write(args.json, {"machine": _machine(), **result, "table": table})
     return 0
-
-
-def _table(rows: list[dict], sizes: list[str]) -> str:
-    head = "| backend | precision | device | " + " | ".join(f"{s} fps (infer ms)" for s in sizes) + " | note |"
-    lines = [head, "|" + "---|" * (4 + len(sizes))]
-    for r in rows:
-        cells = []
-        for s in sizes:
-            c = r.get(s)
-            cells.append(f"{c['fps']:.3f} ({c['infer_ms']:.0f})" if c else "-")
-        lines.append(f"| {r['backend']} | {r['precision']} | {r.get('device', '-')} | " + " | ".join(cells)
-                     + f" | {r.get('note', '')} |")
-    return "\n".join(lines)
 
 
 def _write(path: str, data: dict) -> None:

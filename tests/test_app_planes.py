@@ -1,0 +1,148 @@
+"""Frames stay uint8 planes from decoder to encoder: no swscale for yuv420p, colours kept, codecs
+that open, and backends that take and return uint8."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from app.backends import BicubicBackend, TorchBackend  # noqa: E402
+from app.cli import main  # noqa: E402
+from app.frames import Colour, colour_check, from_float, to_float  # noqa: E402
+from app.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from app.sinks import choose_encoder, codec_opens, open_sink  # noqa: E402
+from app.sources import open_source  # noqa: E402
+
+
+def _clip(path, pix_fmt="yuv420p", n=6, w=64, h=48, colorspace=None):
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        s.options = {"preset": "ultrafast", "crf": "10"}
+        if colorspace:
+            s.codec_context.colorspace, s.codec_context.color_range = colorspace, 1
+        for i in range(n):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.roll(base, i, 1), format="rgb24")))
+        c.mux(s.encode(None))
+    return str(path)
+
+
+class Recording(BicubicBackend):
+    """Bicubic that keeps the layout of every batch it is given."""
+
+    def __init__(self):
+        super().__init__(2)
+        self.seen = []
+
+    def run_u8(self, batch, fmt, colour=None, infer=None):
+        self.seen.append((fmt, batch.shape, batch.dtype))
+        return super().run_u8(batch, fmt, colour, infer)
+
+
+def _run(clip, out, backend, **sink):
+    source = open_source(clip)
+    return Pipeline(source, backend, open_sink(str(out), source, **sink), PipelineConfig(progress=False)).run()
+
+
+def test_yuv420p_reaches_backend_and_encoder_as_planes_without_swscale(tmp_path):
+    clip = _clip(tmp_path / "in.mp4")
+    be = Recording()
+    s = _run(clip, tmp_path / "out.mkv", be, codec="ffv1")  # lossless: the file holds the backend's planes
+    assert s["frames_out"] == 6 and s["frames_converted"]["count"] == 0
+    assert be.seen and all(f == ("yuv420p", (1, 72, 64), np.uint8) for f in be.seen)
+    with av.open(clip) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="yuv420p")
+    expect, _ = BicubicBackend(2).run_u8(first[None], "yuv420p")
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        got = next(c.decode(video=0))
+        assert got.format.name == "yuv420p" and (got.width, got.height) == (128, 96)
+        assert np.array_equal(got.to_ndarray(format="yuv420p"), expect[0])
+
+
+def test_other_pixel_formats_are_converted_once_and_counted(tmp_path):
+    clip = _clip(tmp_path / "in444.mp4", pix_fmt="yuv444p")
+    be = Recording()
+    s = _run(clip, tmp_path / "out.mp4", be)
+    assert s["frames_out"] == 6
+    assert s["frames_converted"] == {"count": 6, "from": ["yuv444p"]}
+    assert all(f[0] == "yuv420p" for f in be.seen)
+
+
+def test_colour_tags_are_kept_and_a_graph_mismatch_is_one_line(tmp_path, capsys):
+    clip = _clip(tmp_path / "bt709.mp4", colorspace=1)
+    src = open_source(clip)
+    assert src.colour.tagged and (src.colour.colorspace, src.colour.range) == ("bt709", "limited")
+    s = _run(clip, tmp_path / "out.mp4", BicubicBackend(2))
+    assert s["frames_out"] == 6
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert c.streams.video[0].codec_context.colorspace == 1     # BT.709 kept on the output
+    assert colour_check(src.colour, ("bt709", "limited"), "g.onnx") is None
+    line = colour_check(src.colour, ("bt601", "limited"), "g.onnx")
+    assert "\n" not in line and "bt709" in line and "--colorspace bt709" in line
+    assert colour_check(Colour(), ("bt601", "full"), "g.onnx") is None   # untagged: takes the graph's
+
+
+def test_codec_auto_opens_here_and_a_codec_that_does_not_falls_back_in_one_line(tmp_path, capfd):
+    name, why = choose_encoder("x.mp4")
+    assert codec_opens(name) is None and name in ("h264_nvenc", "libx264")
+    clip = _clip(tmp_path / "in.mp4", n=3)
+    out = tmp_path / "out.mp4"
+    assert main([clip, "-o", str(out), "--backend", "bicubic", "--codec", "no_such_codec", "--no-progress",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["encoder"].startswith(name) and "--codec no_such_codec" in s["encoder"]
+    assert s["decoder"] and ("NVDEC" in s["decoder"] or "software h264" in s["decoder"])
+    err = capfd.readouterr().err
+    assert "encoder " + name in err and "decoder " in err
+    warn = [line for line in err.splitlines() if "no_such_codec" in line and line.startswith("warning:")]
+    assert len(warn) == 1 and f"encoding with {name}" in warn[0]
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 3
+
+
+def test_torch_backend_uint8_planes_match_the_host_float_path():
+    import torch
+
+    import lcoan
+    torch.manual_seed(0)
+    be = TorchBackend(lcoan.build_model("tiny", scale=2).eval(), device="cpu")
+    rng = np.random.default_rng(0)
+    colour = Colour("bt709", "limited", tagged=True)
+    for fmt, x in (("yuv420p", rng.integers(16, 236, (2, 36, 32), dtype=np.uint8)),
+                   ("rgb24", rng.integers(0, 256, (2, 24, 32, 3), dtype=np.uint8))):
+        got, bad = be.submit(x, fmt, colour).result()
+        ref, _ = from_float(be.infer(to_float(x, fmt, colour)), fmt, colour)
+        assert got.dtype == np.uint8 and got.shape == ref.shape and bad == []
+        assert np.abs(got.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (runs in make gpu-check)")
+def test_cuda_submit_overlaps_and_matches_cpu():
+    import torch
+
+    import lcoan
+    torch.manual_seed(0)
+    model = lcoan.build_model("tiny", scale=2).eval()
+    gpu, cpu = TorchBackend(model, device="cuda"), TorchBackend(model, device="cpu")
+    x = np.random.default_rng(0).integers(16, 236, (1, 96, 128), dtype=np.uint8)
+    pending = [gpu.submit(x, "yuv420p") for _ in range(3)]   # three in flight: the slots rotate
+    outs = [p.result() for p in pending]
+    ref, _ = cpu.run_u8(x, "yuv420p")
+    for out, bad in outs:
+        assert bad == [] and np.abs(out.astype(int) - ref).max() <= 2
+    assert pending[0].device_ms is not None and pending[0].device_ms > 0
+
+
+def test_video_sink_time_base_and_frame_count_with_planes(tmp_path):
+    clip = _clip(tmp_path / "in.mp4", n=5)
+    s = _run(clip, tmp_path / "out.mp4", BicubicBackend(2), preset="ultrafast", realtime=True)
+    assert s["frames_out"] == 5 and "zerolatency" in (s["encoder"] or "") or "nvenc" in (s["encoder"] or "")
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        v = c.streams.video[0]
+        assert v.average_rate == Fraction(30) and sum(1 for _ in c.decode(v)) == 5
