@@ -6,9 +6,13 @@
 
 Protocol, per image (:func:`lcoan.metrics.psnr_y` / :func:`lcoan.metrics.ssim_y`): the SR output is
 quantised to 8 bits, both images are converted to Y, ``shave = scale`` pixels are removed at each
-border; the set's value is the mean over its images. The data layout is ``<data>/<set>/HR`` and
-``<data>/<set>/LR_bicubic/X{s}`` (:class:`lcoan.data.datasets.PairedDataset`); the HR image is
-cropped to ``scale`` times the LR size. The default data root is ``default_data_root()/benchmark``.
+border; the set's value is the mean over its images. The data layout is ``<data>/<set>/HR``. The LR
+images are made from HR with MATLAB-exact bicubic (:func:`lcoan.data.resize.imresize`, HR cropped to a
+multiple of the scale), as published tables are (``lr="matlab"``, the default, and the only choice
+for HR-only sets such as B100 and Urban100); ``lr="files"`` reads ``<data>/<set>/LR_bicubic/X{s}``
+instead (:class:`lcoan.data.datasets.PairedDataset`; the shared Set5/Set14 LR files were made by a
+Python resize and differ from MATLAB's by a few levels). The default data root is
+``default_data_root()/benchmark``.
 
 The ``bicubic`` row upscales each LR file with MATLAB-exact bicubic :func:`lcoan.data.resize.imresize`
 (uint8 in, uint8 out) to the HR size and scores it the same way.
@@ -34,7 +38,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .data.datasets import PairedDataset
+from .data.datasets import HROnlyDataset, PairedDataset
 from .data.paths import default_data_root
 from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
@@ -68,13 +72,18 @@ def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.from_numpy(up.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0))
 
 
-def _check_set_folder(root: Path, name: str, scale: int) -> Path:
+LR_SOURCES = ("matlab", "files")
+
+
+def _check_set_folder(root: Path, name: str, scale: int, lr: str = "matlab") -> Path:
     folder = root / name
     if not root.is_dir():
         raise EvaluationError(f"data folder not found: {root}")
     if not folder.is_dir():
         raise EvaluationError(f"benchmark set not found: {folder}")
-    for sub in (folder / "HR", folder / "LR_bicubic" / f"X{scale}"):
+    if lr not in LR_SOURCES:
+        raise EvaluationError(f"lr source {lr!r} is not one of {', '.join(LR_SOURCES)}")
+    for sub in (folder / "HR",) + ((folder / "LR_bicubic" / f"X{scale}",) if lr == "files" else ()):
         if not sub.is_dir():
             raise EvaluationError(f"benchmark folder not found: {sub}")
     return folder
@@ -83,14 +92,15 @@ def _check_set_folder(root: Path, name: str, scale: int) -> Path:
 @torch.no_grad()
 def evaluate_set(model: Optional[torch.nn.Module], folder: PathLike, scale: int, tile: Optional[int] = None,
                  overlap: int = DEFAULT_OVERLAP, device: Union[str, torch.device] = "cpu",
-                 bicubic: bool = True, progress: bool = False) -> dict:
+                 bicubic: bool = True, progress: bool = False, lr: str = "matlab") -> dict:
     """Per-image and mean PSNR/SSIM of ``model`` (and bicubic) on one set folder.
 
-    ``model=None`` scores bicubic only.
+    ``model=None`` scores bicubic only. ``lr``: "matlab" (LR made from HR) or "files".
     """
     device = torch.device(device)
     try:
-        dataset = PairedDataset(folder, scale, train=False)
+        dataset = (PairedDataset(folder, scale, train=False) if lr == "files" else
+                   HROnlyDataset(Path(folder) / "HR", scale, train=False, augment=False))
     except (FileNotFoundError, RuntimeError) as exc:
         raise EvaluationError(str(exc)) from None
     images = []
@@ -127,7 +137,8 @@ def evaluate_set(model: Optional[torch.nn.Module], folder: PathLike, scale: int,
 
 def evaluate(model: Optional[torch.nn.Module], data_root: Optional[PathLike] = None, sets: Sequence[str] = ("Set5",),
              scale: Optional[int] = None, tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
-             device: Union[str, torch.device] = "cpu", bicubic: bool = True, progress: bool = False) -> dict:
+             device: Union[str, torch.device] = "cpu", bicubic: bool = True, progress: bool = False,
+             lr: str = "matlab") -> dict:
     """Evaluate ``model`` on benchmark ``sets`` under ``data_root`` (default: the shared benchmark folder).
 
     Returns ``{"scale", "tile", "overlap", "sets": {name: {"model": {"psnr", "ssim"},
@@ -146,18 +157,18 @@ def evaluate(model: Optional[torch.nn.Module], data_root: Optional[PathLike] = N
     if model_scale is not None and int(model_scale) != int(scale):
         raise EvaluationError(f"the model is for x{model_scale}, not x{scale}")
     root = Path(data_root) if data_root is not None else default_benchmark_root()
-    folders = {name: _check_set_folder(root, name, scale) for name in sets}
+    folders = {name: _check_set_folder(root, name, scale, lr) for name in sets}
     was_training = model.training if model is not None else False
     if model is not None:
         model.eval().to(device)
     try:
         results = {name: evaluate_set(model, folder, scale, tile=tile, overlap=overlap, device=device,
-                                      bicubic=bicubic, progress=progress)
+                                      bicubic=bicubic, progress=progress, lr=lr)
                    for name, folder in folders.items()}
     finally:
         if model is not None:
             model.train(was_training)
-    return {"scale": int(scale), "tile": tile, "overlap": overlap if tile else None,
+    return {"scale": int(scale), "lr": lr, "tile": tile, "overlap": overlap if tile else None,
             "data_root": str(root), "sets": results}
 
 
@@ -185,7 +196,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("--data", help="benchmark root with <set>/HR and <set>/LR_bicubic/X<s> "
                                        "(default: $LCOAN_DATA/benchmark, else ../shared/data/benchmark "
                                        "beside the checkout)")
-    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="set folder names (default: Set5 Set14)")
+    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"],
+                        help="set folder names, e.g. Set5 Set14 B100 Urban100 (default: Set5 Set14)")
+    parser.add_argument("--lr", choices=LR_SOURCES, default="matlab",
+                        help="LR images: made from HR with MATLAB-exact bicubic, as published tables "
+                             "(default), or the set's LR_bicubic/X<s> files")
     parser.add_argument("--json", help="also write the full result (per image) to this JSON file (default: not written)")
     add_inference_args(parser)
     args = parser.parse_args(argv)
@@ -197,7 +212,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         check_writable(args.json, what="--json file")  # before the model runs on every set, not after
     model, weights = load_cli_model(args)
     result = evaluate(model, args.data, args.sets, scale=model.scale, tile=args.tile,
-                      overlap=args.tile_overlap, device=device, progress=not args.no_progress)
+                      overlap=args.tile_overlap, device=device, progress=not args.no_progress, lr=args.lr)
     result["weights"] = str(weights)
     print(format_table(result, model_name=f"LCoAN ({weights.name})"))
     if args.json:

@@ -45,7 +45,7 @@ def test_evaluate_matches_metrics_by_hand(tiny_weights, small_set5):
     from lcoan import load_model
 
     model = load_model(tiny_weights)
-    result = evaluate(model, small_set5, ["Set5"], scale=2)
+    result = evaluate(model, small_set5, ["Set5"], scale=2, lr="files")
     got = result["sets"]["Set5"]
     dataset = PairedDataset(small_set5 / "Set5", 2)
     psnrs, ssims, bic = [], [], []
@@ -63,6 +63,30 @@ def test_evaluate_matches_metrics_by_hand(tiny_weights, small_set5):
     assert got["bicubic"]["psnr"] == pytest.approx(np.mean(bic), abs=1e-9)
     table = format_table(result)
     assert "| Bicubic | x2 |" in table and "| LCoAN | x2 |" in table
+
+
+def test_hr_only_sets_get_matlab_lr(tmp_path):
+    """B100/Urban100 ship HR only: their LR is MATLAB-exact bicubic of HR cropped to a multiple of s,
+    which for Set5 reproduces RCAN's MATLAB-made LR files exactly."""
+    from lcoan.data.datasets import HROnlyDataset
+    from lcoan.data.imageio import read_image_levels
+    hr_dir = tmp_path / "Tiny" / "HR"
+    hr_dir.mkdir(parents=True)
+    src = shared_path("data", "benchmark", "Set5", "HR")
+    for name in ("baby", "bird"):
+        (hr_dir / f"{name}.png").write_bytes((src / f"{name}.png").read_bytes())
+    dataset = HROnlyDataset(hr_dir, 2, train=False, augment=False)
+    matlab = shared_path("data", "benchmark", "Set5_matlab", "LR_bicubic", "X2")
+    for i, name in enumerate(dataset.names):
+        lr, _ = dataset[i]
+        want = read_image_levels(matlab / f"{name}x2.png")
+        got = np.round(lr.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        assert got.shape == want.shape and np.array_equal(got, want), name
+    result = evaluate(None, tmp_path, ["Tiny"], scale=2)       # no LR_bicubic folder needed
+    assert result["lr"] == "matlab" and len(result["sets"]["Tiny"]["images"]) == 2
+    assert 30 < result["sets"]["Tiny"]["bicubic"]["psnr"] < 40
+    with pytest.raises(Exception, match="LR_bicubic"):
+        evaluate(None, tmp_path, ["Tiny"], scale=2, lr="files")
 
 
 @pytest.mark.slow
