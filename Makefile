@@ -65,12 +65,24 @@ test-fast: setup
 # numpy and CUDA torch, nvcc, cmake, compute-sanitizer; no TensorRT, no network), so it does not
 # depend on setup: harness build, kernel vs CPU reference, memcheck + racecheck, timing vs
 # torch.sort, out/gpu_check.json; then the presets' CUDA FP16 fps at 540p->1080p (benchmarks/gpu_fps.py,
-# out/gpu_fps.json). Without a GPU each says so and exits 0.
+# out/gpu_fps.json); then the app on a real 540p H.264 clip to a 1080p file, torch eager and
+# compiled and ORT CUDA, each beside its model-only fps (benchmarks/app.py --gpu, out/bench_app_gpu.json;
+# needs PyAV, onnx and onnxruntime-gpu for every row). Without a GPU each says so and exits 0.
 GPU_PY ?= python3
 GPU_FPS_ARGS ?=
+GPU_APP_ARGS ?=
 gpu-check:
 	$(GPU_PY) -m plugins.gpu_check; a=$$?; $(GPU_PY) -m benchmarks.gpu_fps $(GPU_FPS_ARGS); b=$$?; \
-	exit $$(( a > b ? a : b ))
+	$(GPU_PY) -m benchmarks.app --gpu --json out/bench_app_gpu.json $(GPU_APP_ARGS); c=$$?; \
+	exit $$(( a > b ? (a > c ? a : c) : (b > c ? b : c) ))
+
+# TensorRT fps of the presets at 540p -> 1080p on a Jetson, beside the roofline estimate, into
+# out/jetson_check.json (benchmarks/jetson_check.py, docs/jetson.md); elsewhere it says so and exits 0.
+# INT8 rows need calibration images: make jetson-check JETSON_CHECK_ARGS="--calib DIR".
+JETSON_CHECK_ARGS ?=
+.PHONY: jetson-check
+jetson-check: setup
+	$(BIN)/python -m benchmarks.jetson_check --out out/jetson_check.json $(JETSON_CHECK_ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks.flops
