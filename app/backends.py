@@ -132,7 +132,6 @@ class TorchBackend(Backend):
     """
     name = "torch"
     formats = ("yuv420p", "rgb24")
-    SLOTS = 3
 
     def __init__(self, model, device: Optional[str] = None, precision: str = "fp32", threads: Optional[int] = None,
                  compile: bool = False):  # noqa: A002 - the CLI flag's name
@@ -167,12 +166,8 @@ class TorchBackend(Backend):
         self.precision = precision
         self.device = torch.cuda.get_device_name(self.dev) if self.dev.type == "cuda" else "cpu"
         cuda = self.dev.type == "cuda"
-        self.stream = torch.cuda.Stream(self.dev) if cuda else None
-        self.up_stream = torch.cuda.Stream(self.dev) if cuda else None
-        self.down_stream = torch.cuda.Stream(self.dev) if cuda else None
-        self._slots = [_Slot(torch) for _ in range(self.SLOTS)] if cuda else []
-        self._next = 0
-        self._cancelled = False
+        self._pipe = _CudaPipe(torch, self.dev) if cuda else None
+        self.stream = self._pipe.stream if cuda else None
         self._pinned_in = self._pinned_out = None
         self.compiled = bool(compile)
         self._step = self._device_step
@@ -212,40 +207,11 @@ class TorchBackend(Backend):
             if self.stream is None:
                 out, finite = self._run_step(torch.from_numpy(np.require(batch, requirements="CW")), fmt, colour)
                 return Pending((out.numpy(), _bad(finite.numpy())))
-            return self._submit_cuda(batch, fmt, colour)
-
-    def _submit_cuda(self, batch: np.ndarray, fmt: str, colour) -> "Pending":
-        torch = self.torch
-        slot = self._slots[self._next % len(self._slots)]
-        self._next += 1
-        while not slot.free.wait(0.1):  # the post stage still reads this slot's last output
-            if self._cancelled:
-                raise RuntimeError("torch backend: cancelled while waiting for a free buffer")
-        slot.free.clear()
-        pin_in = slot.buffer("in", batch.shape, torch.uint8)
-        pin_in.numpy()[...] = batch   # while the GPU still runs the previous batch
-        with torch.cuda.stream(self.up_stream):
-            x = pin_in.to(self.dev, non_blocking=True)
-            slot.uploaded.record(self.up_stream)
-        self.stream.wait_event(slot.uploaded)
-        with torch.cuda.stream(self.stream):
-            x.record_stream(self.stream)
-            slot.start.record(self.stream)
-            out, finite = self._run_step(x, fmt, colour)
-            slot.end.record(self.stream)
-        self.down_stream.wait_event(slot.end)
-        with torch.cuda.stream(self.down_stream):
-            out.record_stream(self.down_stream)
-            finite.record_stream(self.down_stream)
-            pin_out = slot.buffer("out", out.shape, torch.uint8)
-            pin_ok = slot.buffer("ok", finite.shape, torch.bool)
-            pin_out.copy_(out, non_blocking=True)
-            pin_ok.copy_(finite, non_blocking=True)
-            slot.downloaded.record(self.down_stream)
-        return _CudaPending(slot, pin_out, pin_ok)
+            return self._pipe.submit(batch, lambda x: self._run_step(x, fmt, colour))
 
     def cancel(self) -> None:
-        self._cancelled = True
+        if self._pipe is not None:
+            self._pipe.cancelled = True
 
     def _staging(self, attr: str, shape) -> "torch.Tensor":  # noqa: F821
         buf = getattr(self, attr)
@@ -274,6 +240,52 @@ class TorchBackend(Backend):
 
 def _bad(finite: np.ndarray) -> list[int]:
     return [int(i) for i in np.flatnonzero(~np.asarray(finite, dtype=bool))]
+
+
+class _CudaPipe:
+    """Overlapped copies for a CUDA backend: ``SLOTS`` sets of pinned host buffers and three streams.
+    :meth:`submit` copies a uint8 batch into a free slot, queues its upload (upload stream), the
+    ``step`` (compute stream, after the upload's event) and the download (download stream, after
+    the step's event), and returns at once; so batch k+1's upload and batch k-1's download run
+    while batch k computes. A slot is reused once :meth:`Pending.result` has read its output."""
+    SLOTS = 3
+
+    def __init__(self, torch, dev):
+        self.torch, self.dev = torch, dev
+        self.stream, self.up, self.down = (torch.cuda.Stream(dev) for _ in range(3))
+        self.slots = [_Slot(torch) for _ in range(self.SLOTS)]
+        self.next, self.cancelled = 0, False
+
+    def submit(self, batch: np.ndarray, step) -> "Pending":
+        """``step``: device uint8 batch -> (device uint8 output, device bool per-frame finite flags)."""
+        torch = self.torch
+        slot = self.slots[self.next % len(self.slots)]
+        self.next += 1
+        while not slot.free.wait(0.1):  # the post stage still reads this slot's last output
+            if self.cancelled:
+                raise RuntimeError("cancelled while waiting for a free pinned buffer")
+        slot.free.clear()
+        pin_in = slot.buffer("in", batch.shape, torch.uint8)
+        pin_in.numpy()[...] = batch   # while the GPU still runs the previous batch
+        with torch.cuda.stream(self.up):
+            x = pin_in.to(self.dev, non_blocking=True)
+            slot.uploaded.record(self.up)
+        self.stream.wait_event(slot.uploaded)
+        with torch.cuda.stream(self.stream):
+            x.record_stream(self.stream)
+            slot.start.record(self.stream)
+            out, finite = step(x)
+            slot.end.record(self.stream)
+        self.down.wait_event(slot.end)
+        with torch.cuda.stream(self.down):
+            out.record_stream(self.down)
+            finite.record_stream(self.down)
+            pin_out = slot.buffer("out", out.shape, torch.uint8)
+            pin_ok = slot.buffer("ok", finite.shape, torch.bool)
+            pin_out.copy_(out, non_blocking=True)
+            pin_ok.copy_(finite, non_blocking=True)
+            slot.downloaded.record(self.down)
+        return _CudaPending(slot, pin_out, pin_ok)
 
 
 class _Slot:
@@ -463,13 +475,67 @@ class TensorRTBackend(Backend):
         torch = self.torch = eng.torch
         self.dev = eng.device
         lo, _opt, hi = eng.profile
-        self.min_hw, self.max_hw, self.max_batch = (lo[2], lo[3]), (hi[2], hi[3]), hi[0]
-        eng.context.set_input_shape(INPUT_NAME, tuple(lo))
-        self.scale = int(eng.context.get_tensor_shape(OUTPUT_NAME)[2]) // lo[2]
+        self.mode = getattr(eng, "mode", "float")
+        hw = 2 if self.mode == "float" else 1   # where H sits: NCHW float; NHWC rgb8; (N, H, W) luma
+        self.min_hw, self.max_hw, self.max_batch = (lo[hw], lo[hw + 1]), (hi[hw], hi[hw + 1]), hi[0]
+        if self.mode == "float":
+            eng.context.set_input_shape(INPUT_NAME, tuple(lo))
+            self.scale = int(eng.context.get_tensor_shape(OUTPUT_NAME)[2]) // lo[2]
+        else:  # integer engines: scale from the sidecar's I/O record
+            self.scale = int((eng.io or {}).get("scale") or side.get("scale") or 2)
+            self.formats = ("rgb24",) if self.mode == "rgb8" else ("yuv420p",)
+            if self.mode == "i420":
+                self.graph_colour = (eng.io.get("colorspace", "bt709"), eng.io.get("range", "limited"))
         self.precision = str(side.get("precision", "unknown"))
         self.device = torch.cuda.get_device_name(self.dev)
-        self.stream = torch.cuda.Stream(self.dev)
+        self._pipe = _CudaPipe(torch, self.dev)
+        self.stream = self._pipe.stream
         self._pinned: dict = {}
+
+    def _int_step(self, x):
+        """Device uint8 frames through the integer engine (on the pipe's compute stream)."""
+        torch = self.torch
+        from .frames import stack_i420
+        if self.mode == "rgb8":
+            out = self.engine.run({INPUT_NAME: x})[OUTPUT_NAME]
+        else:
+            from lcoan.color import split_yuv420p
+            y, u, v = (p.contiguous() for p in split_yuv420p(x))
+            o = self.engine.run({"y": y, "u": u, "v": v})
+            out = stack_i420(o["y_sr"], o["u_sr"], o["v_sr"])
+        return out, torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def submit(self, batch: np.ndarray, fmt: str, colour=None) -> Pending:
+        """Integer engines take the frames as uint8 (converted once on the host when the frame
+        layout is not the engine's), overlapped like the torch backend; float engines take the
+        host float path."""
+        if self.mode == "float":
+            return super().submit(batch, fmt, colour)
+        from .frames import frame_size
+        w, h = frame_size(batch[0], fmt)
+        if not (self.min_hw[0] <= h <= self.max_hw[0] and self.min_hw[1] <= w <= self.max_hw[1]):
+            raise RuntimeError(f"{w}x{h} frames are outside the {self.mode} engine's profile "
+                               f"{self.min_hw[1]}x{self.min_hw[0]} .. {self.max_hw[1]}x{self.max_hw[0]}; rebuild it "
+                               "with --min/--max (integer engines are not tiled)")
+        want = self.formats[0]
+        if fmt == want:
+            return self._pipe.submit(batch, self._int_step)
+        from .frames import rgb_u8, yuv_u8
+        graph = None
+        if self.graph_colour:
+            from .frames import Colour
+            graph = Colour(*self.graph_colour, tagged=True)
+        x = yuv_u8(batch, graph) if want == "yuv420p" else rgb_u8(batch, colour)
+        out, bad = self._pipe.submit(x, self._int_step).result()
+        return Pending((rgb_u8(out, graph) if want == "yuv420p" else yuv_u8(out, colour), bad))
+
+    def run_u8(self, batch: np.ndarray, fmt: str, colour=None, infer=None):
+        if infer is not None or self.mode == "float":
+            return super().run_u8(batch, fmt, colour, infer)
+        return self.submit(batch, fmt, colour).result()
+
+    def cancel(self) -> None:
+        self._pipe.cancelled = True
 
     def _pin(self, key: str, shape) -> "torch.Tensor":  # noqa: F821
         buf = self._pinned.get(key)

@@ -9,6 +9,10 @@ own request, up to ``max_in_flight`` at a time, and the cores are stitched back.
 the crop are exactly those of the pipeline's own tiling, so the output equals a local backend run
 with the same ``--tile``/``--overlap``. Frames smaller than a window are sent whole.
 
+A model exported with integer I/O (``export.to_onnx --io rgb8|i420``) gets the frames as they are:
+uint8 RGB or the decoder's I420 planes, one whole frame per request (every frame of a video has
+the same shape, so the batcher still batches), with the conversions inside the graph.
+
 The URL is ``HOST:PORT`` (gRPC) with an optional ``/MODEL`` (default ``lcoan``).
 """
 from __future__ import annotations
@@ -71,11 +75,21 @@ class TritonBackend(Backend):
             config = self.client.get_model_config(self.model, client_timeout=10).config
         except InferenceServerException as exc:
             raise BackendUnavailable(f"{where}: {_one_line(exc)}") from None
-        if len(meta.inputs) != 1 or len(meta.outputs) != 1:
+        names = tuple(i.name for i in meta.inputs)
+        self.mode = "i420" if names == ("y", "u", "v") else ("rgb8" if meta.inputs[0].datatype == "UINT8" else "float")
+        if self.mode != "i420" and (len(meta.inputs) != 1 or len(meta.outputs) != 1):
             raise BackendUnavailable(f"model {self.model!r} at {self.url} has {len(meta.inputs)} inputs and "
-                                     f"{len(meta.outputs)} outputs; LCoAN has one of each")
+                                     f"{len(meta.outputs)} outputs; LCoAN has one of each, or y, u, v -> y_sr, u_sr, v_sr")
         self.input_name, self.input_type = meta.inputs[0].name, meta.inputs[0].datatype
         self.output_name = meta.outputs[0].name
+        self.output_names = tuple(o.name for o in meta.outputs)
+        if self.mode != "float":
+            # integer graphs take whole frames, one request each (equal shapes: the batcher batches them)
+            self.tiles_itself = False
+            self.formats = ("rgb24",) if self.mode == "rgb8" else ("yuv420p",)
+            params = {k: v.string_value for k, v in config.parameters.items()}
+            if self.mode == "i420":
+                self.graph_colour = (params.get("lcoan_colorspace", "bt709"), params.get("lcoan_range", "limited"))
         self.precision = config.platform or config.backend or "unknown"
         self.device = f"triton {self.url}"
         self.scale = self._probe_scale()
@@ -89,8 +103,70 @@ class TritonBackend(Backend):
         x.set_data_from_numpy(np.ascontiguousarray(window, dtype=dtype))
         return [x], [self.grpc.InferRequestedOutput(self.output_name)]
 
+    def _int_request(self, frame: np.ndarray):
+        """Inputs and outputs of one whole uint8 frame (rgb8: (1, H, W, 3); i420: stacked planes)."""
+        if self.mode == "rgb8":
+            arrays = {self.input_name: frame[None]}
+        else:
+            from lcoan.color import split_yuv420p
+            arrays = dict(zip(("y", "u", "v"), (np.ascontiguousarray(p[None]) for p in split_yuv420p(frame))))
+        inputs = []
+        for name, a in arrays.items():
+            x = self.grpc.InferInput(name, list(a.shape), "UINT8")
+            x.set_data_from_numpy(np.ascontiguousarray(a))
+            inputs.append(x)
+        return inputs, [self.grpc.InferRequestedOutput(n) for n in self.output_names]
+
+    def _int_result(self, result) -> np.ndarray:
+        if self.mode == "rgb8":
+            return result.as_numpy(self.output_name)[0]
+        from .frames import stack_i420
+        import torch
+        planes = [torch.from_numpy(np.ascontiguousarray(result.as_numpy(n))) for n in ("y_sr", "u_sr", "v_sr")]
+        return stack_i420(*planes).numpy()[0]
+
+    def run_u8(self, batch: np.ndarray, fmt: str, colour=None, infer=None):
+        """Integer graphs: every frame of the batch whole, as uint8, all requests in flight at once
+        (a frame in the other layout is converted once on the host); the float graph: windows."""
+        if self.mode == "float" or infer is not None:
+            return super().run_u8(batch, fmt, colour, infer)
+        from .frames import Colour, rgb_u8, yuv_u8
+        want = self.formats[0]
+        graph = Colour(*self.graph_colour, tagged=True) if self.mode == "i420" else None
+        x = batch if fmt == want else (yuv_u8(batch, graph) if want == "yuv420p" else rgb_u8(batch, colour))
+        done: "queue.Queue[tuple[int, object, object]]" = queue.Queue()
+        outs: list = [None] * len(x)
+        for k, frame in enumerate(x):
+            inputs, outputs = self._int_request(frame)
+            self.client.async_infer(self.model, inputs, callback=lambda r, e, k=k: done.put((k, r, e)),
+                                    outputs=outputs, client_timeout=self.timeout_s)
+        for _ in range(len(x)):
+            try:
+                k, result, error = done.get(timeout=self.timeout_s + 5)
+            except queue.Empty:
+                raise RuntimeError(f"Triton server at {self.url}: no answer within {self.timeout_s:.0f} s") from None
+            if error is not None:
+                raise RuntimeError(f"Triton server at {self.url}: {_one_line(error)}")
+            outs[k] = self._int_result(result)
+        out = np.stack(outs)
+        if fmt != want:
+            out = rgb_u8(out, graph) if want == "yuv420p" else yuv_u8(out, colour)
+        return out, []
+
     def _probe_scale(self) -> int:
         """Upscaling factor from one small request (the model's config does not carry it)."""
+        if self.mode != "float":
+            probe = np.zeros((16, 16, 3) if self.mode == "rgb8" else (24, 16), np.uint8)
+            inputs, outputs = self._int_request(probe)
+            try:
+                y = self.client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            except self.error_type as exc:
+                raise BackendUnavailable(f"Triton server at {self.url}: probe request failed: {_one_line(exc)}") from None
+            shape = y.as_numpy(self.output_name).shape  # (1, 16s, 16s[, 3])
+            if shape[1] % 16 or shape[1] // 16 not in (2, 3, 4):
+                raise BackendUnavailable(f"model {self.model!r} at {self.url} maps a 16x16 frame to {shape}, "
+                                         "not an x2/x3/x4 upscale")
+            return shape[1] // 16
         inputs, outputs = self._request(np.zeros((1, 3, 16, 16), np.float32))
         try:
             y = self.client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)

@@ -3,6 +3,11 @@
     from engine.runtime import Engine
     engine = Engine("lcoan.engine", plugins="liblcoan_plugins.so")
     sr = engine(lr)              # lr: torch CUDA float32 [N, 3, h, w] -> sr on the same device
+    out = engine.run({"y": y, "u": u, "v": v})   # any I/O mode: input name -> CUDA tensor, outputs by name
+
+``engine.mode`` is the graph's I/O mode (``float``, ``rgb8``, ``i420``: lcoan.graph_io), read from
+the engine's own tensors (names and dtypes), and ``engine.io`` the sidecar's record of it
+(colour space and range of an i420 engine).
 
 Dynamic shapes go through ``set_input_shape``, buffers through ``set_tensor_address`` and the
 launch through ``execute_async_v3`` on the current torch CUDA stream (TensorRT 10.x / 11.x and
@@ -87,9 +92,48 @@ class Engine:
                                   + (f": {' '.join(errors[-1].split())[:200]}" if errors else ""))
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        if INPUT_NAME not in names or OUTPUT_NAME not in names:
-            raise ExportError(f"{self.path}: expected tensors {INPUT_NAME!r} and {OUTPUT_NAME!r}, got {names}")
-        self.profile = [tuple(s) for s in self.engine.get_tensor_profile_shape(INPUT_NAME, 0)]
+        self.inputs = tuple(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.outputs = tuple(n for n in names if n not in self.inputs)
+        from lcoan.graph_io import IO_NAMES
+        mode = next((m for m, (i, o) in IO_NAMES.items() if self.inputs == i and self.outputs == o), None)
+        if mode is None:
+            raise ExportError(f"{self.path}: expected tensors {INPUT_NAME!r} -> {OUTPUT_NAME!r} or y, u, v -> "
+                              f"y_sr, u_sr, v_sr, got {list(self.inputs)} -> {list(self.outputs)}")
+        if mode != "i420" and self._dtype(INPUT_NAME) == torch.uint8:
+            mode = "rgb8"
+        self.mode = mode
+        self.io = dict(side.get("io") or {"mode": mode})
+        # the first input's (min, opt, max); i420: (N, H, W) of the luma plane
+        self.profile = [tuple(s) for s in self.engine.get_tensor_profile_shape(self.inputs[0], 0)]
+
+    def _dtype(self, name: str):
+        """The torch dtype of an I/O tensor."""
+        dt, trt, torch = self.engine.get_tensor_dtype(name), self.trt, self.torch
+        table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
+                 trt.DataType.UINT8: torch.uint8, trt.DataType.INT8: torch.int8, trt.DataType.INT32: torch.int32}
+        if dt not in table:
+            raise ExportError(f"{self.path}: tensor {name!r} has type {dt}, which this runtime does not feed")
+        return table[dt]
+
+    def run(self, feeds: dict, stream=None) -> dict:
+        """Any I/O mode: ``feeds`` maps every input name to a CUDA tensor of the engine's dtype; returns
+        the outputs by name (new tensors on the same device), queued on ``stream``."""
+        torch, ctx = self.torch, self.context
+        keep = {}
+        for name in self.inputs:
+            t = feeds[name].to(device=self.device, dtype=self._dtype(name)).contiguous()
+            keep[name] = t
+            ctx.set_input_shape(name, tuple(t.shape))
+            ctx.set_tensor_address(name, t.data_ptr())
+        outs = {}
+        for name in self.outputs:
+            outs[name] = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self._dtype(name), device=self.device)
+            ctx.set_tensor_address(name, outs[name].data_ptr())
+        stream = stream or torch.cuda.current_stream(self.device)
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            shapes = {k: tuple(v.shape) for k, v in keep.items()}
+            raise ExportError(f"{self.path}: execute_async_v3 failed for inputs {shapes}")
+        return outs
 
     def check_shape(self, shape: Sequence[int]) -> None:
         lo, _opt, hi = self.profile
@@ -101,6 +145,8 @@ class Engine:
     def __call__(self, lr, stream=None):
         """``lr``: torch CUDA float32 ``[N, 3, h, w]``; returns ``sr`` (float32, same device)."""
         torch = self.torch
+        if self.mode != "float":
+            raise ExportError(f"{self.path}: a {self.mode} engine takes uint8 frames; use run()")
         if not isinstance(lr, torch.Tensor) or not lr.is_cuda:
             raise ExportError("Engine expects a torch CUDA tensor; use run_numpy for arrays")
         lr = lr.to(device=self.device, dtype=torch.float32).contiguous()

@@ -146,3 +146,25 @@ def test_video_sink_time_base_and_frame_count_with_planes(tmp_path):
     with av.open(str(tmp_path / "out.mp4")) as c:
         v = c.streams.video[0]
         assert v.average_rate == Fraction(30) and sum(1 for _ in c.decode(v)) == 5
+
+
+def test_benchmark_runs_the_app_beside_the_reference_loop_and_the_model(tmp_path, capsys):
+    from benchmarks import app as bench
+    out = tmp_path / "b.json"
+    assert bench.main(["--frames", "6", "--repeats", "1", "--model-frames", "3", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    ref, row = data["rows"]
+    assert ref["fps"] > 0 and row["label"] == "bicubic"
+    assert row["frames_written"] == 6 and row["size"] == "1920x1080" and row["frames_converted"] == 0
+    assert row["model_only_fps"] > 0 and row["vs_reference"] == pytest.approx(row["fps"] / ref["fps"])
+    assert set(row["stages_ms"]) >= {"decode", "pre", "infer", "post", "encode"}
+    assert "| bicubic |" in data["table"] and "| bicubic |" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_without_a_gpu_says_so_and_exits_0(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: make gpu-check runs the real thing")
+    from benchmarks import app as bench
+    assert bench.main(["--gpu", "--json", ""]) == 0
+    assert "no CUDA GPU" in capsys.readouterr().out
