@@ -4,23 +4,21 @@ install line for each missing path. The probes are real: nothing is faked."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from pipeline import doctor
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    res = subprocess.run([sys.executable, "-m", "pipeline.doctor", "--json"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    """``python -m pipeline.doctor --json``, in this process (torch is loaded already)."""
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert doctor.main(["--json"]) == 0
+    return json.loads(out.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +93,13 @@ def test_install_lines_on_a_jetson_name_jetpack():
     x86 = doctor.install_lines(jetson=False)
     assert "tensorrt-rtx-cu13" in x86["tensorrt"] and "Dockerfile.x86" in x86["tensorrt"]
     assert "TORCH=cuda" in x86["torch-cuda"]
+
+
+def test_jetson_check_off_a_jetson_says_so_and_exits_0(tmp_path, capsys, monkeypatch):
+    from benchmarks import jetson_check
+    monkeypatch.setattr(doctor, "TEGRA_RELEASE", tmp_path / "nv_tegra_release")  # absent: this is no Jetson
+    out = tmp_path / "jetson_check.json"
+    assert jetson_check.main(["--out", str(out)]) == 0
+    assert "not a Jetson" in capsys.readouterr().out and not out.exists()
+    (tmp_path / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic\n")
+    assert doctor.jetson_release() == "R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic"
