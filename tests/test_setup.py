@@ -97,8 +97,9 @@ def test_keeps_an_existing_torch_and_pins_it(tmp_path, installed_torch):
         assert data["torch"]["action"] == "keep" and data["torch"]["args"] == []
         assert "torch 2.5.0 (CUDA 12.6" in data["torch"]["reason"]
         assert data["pins"] == ["torch==2.5.0"]  # pip may not swap it for another build
-    status, data, _ = plan(venv, tmp_path, TORCH="cpu")
-    assert status == 0 and data["torch"]["args"] == ["torch==2.13.0"] and data["pins"] == []
+    status, data, _ = plan(venv, tmp_path, TORCH="cpu")  # the CPU pin over the CUDA stand-in
+    assert status == 0 and data["pins"] == []
+    assert data["torch"]["args"] == ["torch==2.13.0", "--force-reinstall", "--no-deps"]
 
 
 def test_torch_keep_without_torch_and_too_old_torch_are_one_line_errors(tmp_path, installed_torch):

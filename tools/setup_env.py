@@ -167,8 +167,11 @@ def plan_torch(mode: str, found: dict | None, pin: str, jetson: bool) -> dict:
     if mode in ("auto", "cpu"):
         why = "no torch importable in the venv" if mode == "auto" else "TORCH=cpu"
         # this is the CPU build where the package index offers torch==PIN+cpu (CI's does); PyPI's
-        # own Linux wheel is the CUDA build
-        return {"action": "install", "reason": f"install the CPU pin torch=={pin}: {why}", "args": [f"torch=={pin}"]}
+        # own Linux wheel is the CUDA build. A CUDA torch of the same version would satisfy the pin:
+        # reinstall it, torch alone
+        swap = ["--force-reinstall", "--no-deps"] if found and found.get("cuda") else []
+        return {"action": "install", "reason": f"install the CPU pin torch=={pin}: {why}",
+                "args": [f"torch=={pin}", *swap]}
     tag = PYPI_TORCH_CUDA if mode == "cuda" else mode
     if not re.fullmatch(r"cu\d{3}", tag):
         raise SetupError(f"TORCH={mode!r}: expected auto, keep, cpu, cuda or a CUDA tag such as cu126")
