@@ -168,3 +168,43 @@ def test_gpu_benchmark_without_a_gpu_says_so_and_exits_0(capsys):
     from benchmarks import app as bench
     assert bench.main(["--gpu", "--json", ""]) == 0
     assert "no CUDA GPU" in capsys.readouterr().out
+
+
+def _nearest_i420_graph(path):
+    """An i420-I/O graph (the names, types and metadata of export.to_onnx --io i420) whose network
+    is a nearest-neighbour x2: the plumbing of planes in and out, checkable to the bit."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [3], [1.0, 2.0, 2.0])
+    nodes, inputs, outputs = [], [], []
+    for name in ("y", "u", "v"):
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["n", "h", "w"]))
+        outputs.append(helper.make_tensor_value_info(f"{name}_sr", TensorProto.UINT8, ["n", "h2", "w2"]))
+        nodes.append(helper.make_node("Resize", [name, "", "scales"], [f"{name}_sr"], mode="nearest"))
+    model = helper.make_model(helper.make_graph(nodes, "i420", inputs, outputs, [scales]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (("lcoan_scale", "2"), ("lcoan_sort", "onnx"), ("lcoan_dtype", "fp32"), ("lcoan_io", "i420"),
+                       ("lcoan_colorspace", "bt601"), ("lcoan_range", "limited")):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_onnxruntime_feeds_an_i420_graph_the_planes_and_refuses_a_colour_mismatch(tmp_path, capfd):
+    pytest.importorskip("onnxruntime")
+    from app.backends import OrtBackend
+    graph = _nearest_i420_graph(tmp_path / "g.onnx")
+    be = OrtBackend(graph, device="cpu")
+    assert be.formats == ("yuv420p",) and be.graph_colour == ("bt601", "limited")
+    x = np.random.default_rng(0).integers(0, 256, (2, 36, 32), dtype=np.uint8)
+    out, bad = be.run_u8(x, "yuv420p")
+    h = 24
+    y, u = x[:, :h], x[:, h:h + h // 4].reshape(2, h // 2, 16)
+    assert out.shape == (2, 72, 64) and bad == []
+    assert np.array_equal(out[:, :2 * h], y.repeat(2, 1).repeat(2, 2))
+    assert np.array_equal(out[:, 2 * h:2 * h + h // 2].reshape(2, h, 32), u.repeat(2, 1).repeat(2, 2))
+    clip = _clip(tmp_path / "bt709.mp4", colorspace=1, n=2)
+    code = main([clip, "-o", str(tmp_path / "o.mp4"), "--model", graph, "--no-progress"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bt709" in err[0] and "--colorspace bt709" in err[0]
