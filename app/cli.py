@@ -141,6 +141,7 @@ def print_summary(s: dict, stream=None) -> None:
     conv = s.get("frames_converted") or {}
     video = [f"decoder {s['decoder']}" if s.get("decoder") else "", f"encoder {s['encoder']}" if s.get("encoder") else "",
              f"colour {s['colour']}" if s.get("colour") else "",
+             f"frames as {' and '.join(s['layouts'])}" if s.get("layouts") else "",
              (f"{conv['count']} frame(s) converted to yuv420p by swscale (from {', '.join(conv['from'])})"
               if conv.get("count") else "")]
     if any(video):

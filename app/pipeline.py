@@ -136,6 +136,7 @@ class Pipeline:
         self.problems: list[str] = []  # frames not written, one line each (naming them)
         self.interrupted = False
         self.rss_warm: Optional[float] = None
+        self.layouts: set = set()  # frame layouts seen (app.frames: yuv420p planes, rgb24)
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -282,6 +283,7 @@ class Pipeline:
                     break
                 frames.append(nxt)
             t = time.perf_counter()
+            self.layouts.add(item.fmt)
             array = frames[0].image[None] if len(frames) == 1 else np.stack([f.image for f in frames])
             for f in frames:
                 if self._wants_preview(f):
@@ -470,6 +472,7 @@ class Pipeline:
             "decoder": getattr(self.source, "decoder_note", None),
             "encoder": getattr(self.sink, "encoder", None),
             "frames_converted": self._converted(),
+            "layouts": sorted(self.layouts),
             "batch": self.cfg.batch,
             "tile": self.cfg.tile,
             "realtime": self.cfg.realtime,

@@ -54,7 +54,7 @@ def test_yuv420p_reaches_backend_and_encoder_as_planes_without_swscale(tmp_path)
     clip = _clip(tmp_path / "in.mp4")
     be = Recording()
     s = _run(clip, tmp_path / "out.mkv", be, codec="ffv1")  # lossless: the file holds the backend's planes
-    assert s["frames_out"] == 6 and s["frames_converted"]["count"] == 0
+    assert s["frames_out"] == 6 and s["frames_converted"]["count"] == 0 and s["layouts"] == ["yuv420p"]
     assert be.seen and all(f == ("yuv420p", (1, 72, 64), np.uint8) for f in be.seen)
     with av.open(clip) as c:
         first = next(c.decode(video=0)).to_ndarray(format="yuv420p")
