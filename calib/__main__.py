@@ -58,21 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         args.out = str(src_path.with_name(re.sub(r"[._-]fp32$", "", src_path.stem) + "_int8.onnx"))
     logging.getLogger().setLevel(logging.ERROR)  # ORT's "consider pre-processing" advice
 
-    import onnx
-    from lcoan.safeio import atomic_write, refuse_overwrite
+    from lcoan.graph_io import load_onnx
+    from lcoan.safeio import atomic_write, check_writable, refuse_overwrite
     src = Path(args.onnx)
-    if not src.is_file():
-        raise CalibrationError(f"{src}: no such ONNX file")
-    refuse_overwrite(args.out, [src], what="--out graph")
-    try:
-        graph = onnx.load(str(src))
-    except Exception as exc:  # protobuf DecodeError, truncated file
-        raise CalibrationError(f"{src}: not a readable ONNX file ({type(exc).__name__})") from None
+    # outputs are checked before any image is read or graph run: own inputs, folders, space
+    refuse_overwrite(args.out, [src, args.images], what="--out graph")
+    if args.json:
+        refuse_overwrite(args.json, [src, args.images, args.out], what="--json file")
+    graph = load_onnx(src)  # one line for a missing, empty, truncated or non-ONNX file
+    check_writable(args.out, need_bytes=src.stat().st_size // 3, what="INT8 graph")
+    if args.json:
+        check_writable(args.json, what="--json report")
     from export.to_onnx import check_finite_graph
     check_finite_graph(graph, src)  # before reading any image: broken weights need no calibration
     del graph
-    if args.json:
-        refuse_overwrite(args.json, [src, args.images], what="--json file")
     problems: list = []
     tiles = calibration_tiles(args.images, args.num, _tile(args.tile), args.downscale, problems=problems)
     for path, reason in problems:  # named as they are skipped; the exit status reports them at the end
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.exclude is None:
         args.exclude = default_exclusions(src)
     result = quantize(src, args.out, tiles=tiles, method=args.method, exclude=args.exclude)
-    counts = qdq_counts(onnx.load(str(result.path)))
+    counts = qdq_counts(load_onnx(result.path, external_data=False))
     print(f"wrote {result.path} ({args.method}, {result.tiles} tiles of {args.tile}, "
           f"{len(result.quantized)}/{counts['Conv']} Conv in INT8, {counts['QuantizeLinear']} Q / "
           f"{counts['DequantizeLinear']} DQ, calibration {result.calibrate_s:.1f} s)")
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from export.samples import benchmark_samples
     from lcoan.graph_io import read_metadata
-    scale = read_metadata(onnx.load(str(src), load_external_data=False), str(src)).scale or 2
+    scale = read_metadata(load_onnx(src, external_data=False), str(src)).scale or 2
     samples = benchmark_samples(scale, limit=args.limit)
     from tqdm import tqdm
     report = evaluate(src, result.path, tqdm(samples, desc="FP32 vs INT8", unit="img", file=sys.stderr,
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
            "drift": report.to_dict()}
     if args.sensitivity:
         import tempfile
-        nodes = quantizable_nodes(onnx.load(str(src), load_external_data=False))
+        nodes = quantizable_nodes(load_onnx(src, external_data=False))
         bar = tqdm(total=len(nodes) + 1, desc="sensitivity", unit="variant", file=sys.stderr,
                    disable=args.no_progress, dynamic_ncols=True)
         with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,10 @@ DequantizeLinear that ONNX Runtime writes otherwise.
 Calibration tiles are what the model sees at inference: LR images (e.g. Set14 ``LR_bicubic``),
 or HR images downscaled with the MATLAB-compatible ``imresize`` (``downscale=2`` for T91),
 cropped to a fixed tile on a regular grid.
+
+Integer-I/O graphs (``export.to_onnx --io rgb8|i420``) calibrate the same way: each tile is fed as
+the graph takes it (8-bit RGB NHWC, or I420 planes in the graph's colour space; tiles are cropped
+to even sizes for 4:2:0), and the conversions around the network, which hold no Conv, stay FP32.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import numpy as np
 import onnx
 
 from lcoan import opspec
-from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME, read_metadata, write_metadata
+from lcoan.graph_io import GraphIO, load_onnx, read_io, read_metadata, save_onnx, write_metadata
 from lcoan.errors import LcoanError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -125,16 +129,20 @@ def images_digest(images: str | Path, num: int, tile: Sequence[int], downscale: 
 
 
 class TileReader:
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over a list of tiles."""
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over a list of float RGB tiles, fed
+    as the graph's inputs (``io``: float by default; rgb8 and i420 graphs get uint8 frames)."""
 
-    def __init__(self, tiles: Sequence[np.ndarray], input_name: str = INPUT_NAME):
-        self.tiles, self.input_name, self._i = list(tiles), input_name, 0
+    def __init__(self, tiles: Sequence[np.ndarray], io: GraphIO | None = None):
+        from lcoan.graph_io import io_for
+        self.tiles, self.io, self._i = list(tiles), io or io_for("float"), 0
 
     def get_next(self):
         if self._i >= len(self.tiles):
             return None
         self._i += 1
-        return {self.input_name: self.tiles[self._i - 1]}
+        from export.integer_io import even, frames_from_rgb
+        tile = self.tiles[self._i - 1]
+        return frames_from_rgb(self.io, even(tile) if self.io.mode == "i420" else tile)
 
     def rewind(self):
         self._i = 0
@@ -252,7 +260,7 @@ SENSITIVE_CONV_PATTERNS = ("/head/", "/attention/match_conv/", "/upsampler/", "/
 
 
 def default_exclusions(onnx_in: str | Path | onnx.ModelProto) -> list[str]:
-    proto = onnx_in if isinstance(onnx_in, onnx.ModelProto) else onnx.load(str(onnx_in), load_external_data=False)
+    proto = onnx_in if isinstance(onnx_in, onnx.ModelProto) else load_onnx(onnx_in, external_data=False)
     return [n.name for n in proto.graph.node
             if n.op_type == "Conv" and any(p in n.name for p in SENSITIVE_CONV_PATTERNS)]
 
@@ -270,15 +278,16 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from export.to_onnx import check_finite_graph
-    from lcoan.safeio import atomic_output, refuse_overwrite
-    if not isinstance(onnx_in, onnx.ModelProto):
-        refuse_overwrite(out, [onnx_in], what="INT8 graph")
-        try:
-            proto = onnx.load(str(onnx_in))
-        except Exception as exc:  # protobuf DecodeError, truncated file
-            raise CalibrationError(f"{onnx_in}: not a readable ONNX file ({type(exc).__name__})") from None
-    else:
-        proto = onnx_in
+    from lcoan.safeio import refuse_overwrite
+    from lcoan.safeio import check_writable
+    sources = [p for p in (onnx_in, images, cache) if p is not None and not isinstance(p, onnx.ModelProto)]
+    refuse_overwrite(out, sources, what="INT8 graph")
+    check_writable(out, what="INT8 graph")
+    proto = onnx_in if isinstance(onnx_in, onnx.ModelProto) else load_onnx(onnx_in)
+    try:
+        io = read_io(proto, str(onnx_in) if not isinstance(onnx_in, onnx.ModelProto) else "graph")
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
     check_finite_graph(proto, onnx_in if not isinstance(onnx_in, onnx.ModelProto) else "graph")
     if is_qdq(proto):
         raise CalibrationError("the input graph already has QuantizeLinear/DequantizeLinear nodes")
@@ -292,7 +301,7 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
         if images is None and not (cache and Path(cache).is_file()):
             raise CalibrationError("pass calibration images (--images DIR)")
         tiles = calibration_tiles(images, num, tile, downscale) if images is not None else []
-    reader = TileReader(tiles) if tiles else None
+    reader = TileReader(tiles, io) if tiles else None
     plugin = has_plugin(proto)
     if plugin:
         from export.ort_ops import for_ort
@@ -310,7 +319,7 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
             nodes_to_exclude=exclude, extra_options=dict(EXTRA_OPTIONS),
             calibration_cache_path=str(cache) if cache else None)
         elapsed = time.perf_counter() - t0
-        result = onnx.load(str(staged))
+        result = load_onnx(staged)
     if plugin:
         result = _to_trt_domain(result)
     quantized = [n for n in quantizable_nodes(proto) if n not in exclude]
@@ -324,8 +333,7 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
     write_metadata(result, graph_meta)
     meta = graph_meta.to_props()
     onnx.checker.check_model(result)
-    with atomic_output(out) as tmp_out:  # a failed run never leaves half a graph at --out
-        onnx.save_model(result, str(tmp_out))
+    save_onnx(result, out, inputs=sources)  # atomic: a failed run never leaves half a graph at --out
     return QuantizeResult(out, method, len(tiles) if tiles else 0, tuple(tile), quantized, exclude, elapsed, meta)
 
 
@@ -374,28 +382,39 @@ def evaluate(fp32: str | Path | onnx.ModelProto, int8: str | Path | onnx.ModelPr
     from export import ort_ops
     from lcoan.metrics import psnr_y
 
-    def load(m):
-        return m if isinstance(m, onnx.ModelProto) else onnx.load(str(m))
+    from export.integer_io import even, frames_from_rgb, rgb_from_frames
 
-    ref_proto, ids = _with_cluster_ids(load(fp32))
-    cand_proto, ids_q = _with_cluster_ids(load(int8))
+    def load(m):
+        return m if isinstance(m, onnx.ModelProto) else load_onnx(m)
+
+    ref_proto, cand_proto = load(fp32), load(int8)
+    io, io_q = read_io(ref_proto), read_io(cand_proto)
+    ref_proto, ids = _with_cluster_ids(ref_proto)
+    cand_proto, ids_q = _with_cluster_ids(cand_proto)
     if ids != ids_q:
         raise CalibrationError("the INT8 graph's cluster-assignment outputs differ from the FP32 graph's")
+    if io != io_q:
+        raise CalibrationError(f"the FP32 graph is {io.describe()}, the INT8 graph {io_q.describe()}")
     ref = ort_ops.session(ref_proto, threads=threads)
     cand = ort_ops.session(cand_proto, threads=threads)
-    outputs = [OUTPUT_NAME] + ids
+    outputs = list(io.outputs) + ids
+    k = len(io.outputs)
     rows, flips, total = [], 0, 0
     for s in samples:
-        r = ref.run(outputs, {INPUT_NAME: s.lr})
-        c = cand.run(outputs, {INPUT_NAME: s.lr})
-        f = sum(int(np.count_nonzero(a != b)) for a, b in zip(r[1:], c[1:]))
-        n = sum(int(a.size) for a in r[1:])
+        lr = even(s.lr) if io.mode == "i420" else s.lr   # 4:2:0: even sizes (one row/column dropped)
+        feed = frames_from_rgb(io, lr)
+        r = ref.run(outputs, feed)
+        c = cand.run(outputs, feed)
+        f = sum(int(np.count_nonzero(a != b)) for a, b in zip(r[k:], c[k:]))
+        n = sum(int(a.size) for a in r[k:])
         flips, total = flips + f, total + n
-        row = {"name": s.name, "lr_shape": list(s.lr.shape), "cluster_flips": f, "positions": n}
-        if s.hr is not None and s.hr.shape == r[0].shape:
-            hr = torch.from_numpy(s.hr)
-            row["fp32_psnr_y"] = float(psnr_y(torch.from_numpy(r[0]), hr, scale))
-            row["int8_psnr_y"] = float(psnr_y(torch.from_numpy(c[0]), hr, scale))
+        row = {"name": s.name, "lr_shape": list(lr.shape), "cluster_flips": f, "positions": n}
+        sr_ref, sr_cand = rgb_from_frames(io, r[:k]), rgb_from_frames(io, c[:k])
+        hr = None if s.hr is None else s.hr[..., :sr_ref.shape[-2], :sr_ref.shape[-1]]
+        if hr is not None and hr.shape == sr_ref.shape:
+            hr = torch.from_numpy(np.ascontiguousarray(hr))
+            row["fp32_psnr_y"] = float(psnr_y(torch.from_numpy(sr_ref), hr, scale))
+            row["int8_psnr_y"] = float(psnr_y(torch.from_numpy(sr_cand), hr, scale))
         rows.append(row)
     scored = [r for r in rows if "fp32_psnr_y" in r]
     mean32 = float(np.mean([r["fp32_psnr_y"] for r in scored])) if scored else float("nan")
@@ -413,7 +432,7 @@ def sensitivity(fp32: str | Path, samples, scale: int, cache: str | Path, tiles=
     Calibration runs once (``cache`` keeps the tensor ranges); each variant only re-quantises.
     Sorted by the gain of keeping the layer in FP32, best first.
     """
-    proto = onnx.load(str(fp32))
+    proto = load_onnx(fp32)
     convs = list(nodes) if nodes else quantizable_nodes(proto)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="lcoan-sens-"))
     base_path = workdir / "all.onnx"

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 from export.errors import ExportError
 from lcoan import opspec
-from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME
+from lcoan.graph_io import GraphIO, load_onnx, read_io
 
 from . import cache
 from .cache import EngineKey, Profile
@@ -62,6 +62,21 @@ def make_profile(min_shape, opt_shape, max_shape) -> Profile:
             raise ExportError(f"inconsistent shape profile: {label} needs min <= opt <= max, got "
                               f"{lo[axis]} / {opt[axis]} / {hi[axis]}")
     return Profile(lo, opt, hi)
+
+
+def io_profile(spec: GraphIO, profile: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Input name -> (min, opt, max) shapes of a graph with I/O ``spec`` for an LR ``profile``
+    (N x 3 x H x W): rgb8 takes (N, H, W, 3), i420 (N, H, W) and twice (N, H/2, W/2)."""
+    shapes: dict[str, list] = {name: [] for name in spec.inputs}
+    for label, dims in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)):
+        n, _, h, w = dims
+        try:
+            spec.check_size(h, w, f"--{label} {'x'.join(map(str, dims))}")
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        for name, shape in spec.input_shapes(n, h, w).items():
+            shapes[name].append(tuple(shape))
+    return {name: tuple(v) for name, v in shapes.items()}
 
 
 def has_plugin_nodes(proto) -> bool:
@@ -238,8 +253,13 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
 
     t_all = time.perf_counter()
     load_plugins(trt, plugins)
-    import onnx
-    if has_plugin_nodes(onnx.load(str(onnx_path), load_external_data=False)) and not plugin_registered(trt):
+    proto = load_onnx(onnx_path, external_data=False)
+    try:
+        spec = read_io(proto, str(onnx_path))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    shapes = io_profile(spec, profile)  # odd i420 profiles are refused before the parse
+    if has_plugin_nodes(proto) and not plugin_registered(trt):
         raise ExportError(f"{onnx_path} uses the {opspec.NAME} plugin; pass --plugins liblcoan_plugins.so "
                           "(or build the --sort onnx graph)")
     logger = make_logger(trt, verbose)
@@ -248,16 +268,17 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
     network, _parser = parse_network(trt, builder, logger, onnx_path)
     parse_s = time.perf_counter() - t0
     net = _network_info(network)
-    if net.inputs != [INPUT_NAME] or net.outputs != [OUTPUT_NAME]:
-        raise ExportError(f"{onnx_path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
-                          f"got {net.inputs} -> {net.outputs}")
+    if tuple(net.inputs) != spec.inputs or tuple(net.outputs) != spec.outputs:
+        raise ExportError(f"{onnx_path}: a {spec.mode} graph has inputs {list(spec.inputs)} and outputs "
+                          f"{list(spec.outputs)}, got {net.inputs} -> {net.outputs}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if opt_level is not None and info.optimization_level:
         config.builder_optimization_level = int(opt_level)
     trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(INPUT_NAME, profile.min, profile.opt, profile.max)
+    for name, (lo, opt, hi) in shapes.items():
+        trt_profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(trt_profile)
 
     cache_path = None
@@ -292,6 +313,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
         "precision": precision, "profile": profile.to_dict(),
         "plugins": str(plugins) if plugins else None,
         "network": net.to_dict(), "engine_bytes": len(data), "engine_sha256": cache.sha256_bytes(data),
+        # how to feed the engine (lcoan.graph_io.GraphIO): the colours of an i420 engine live only here
+        "io": {"mode": spec.mode, "inputs": list(spec.inputs), "outputs": list(spec.outputs),
+               "colorspace": spec.colorspace, "range": spec.range, "scale": spec.scale},
         "timing_cache": str(cache_path) if cache_path else None,
         "timings": {"parse_s": round(parse_s, 3), "build_s": round(build_s, 3),
                     "total_s": round(time.perf_counter() - t_all, 3)},

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import warnings
 
+import numpy as np
 import onnx
 import torch
 from onnx import compose
@@ -159,3 +160,44 @@ def attach_io(core: onnx.ModelProto, spec: GraphIO, opset: int) -> onnx.ModelPro
 def is_io_node(name: str) -> bool:
     """Whether a node belongs to the conversions (kept in FP32, never quantised)."""
     return name.startswith(IO_SCOPES)
+
+
+# --------------------------------------------------------------------------- feeding a graph
+def even(lr: np.ndarray) -> np.ndarray:
+    """``lr`` [N, 3, h, w] cropped to an even height and width (its last row/column dropped)."""
+    h, w = lr.shape[-2] - lr.shape[-2] % 2, lr.shape[-1] - lr.shape[-1] % 2
+    return lr[..., :h, :w]
+
+
+def quantize_rgb(lr: np.ndarray) -> np.ndarray:
+    """float RGB [N, 3, h, w] in [0, 1] -> the 8-bit image it stands for, as float32 (levels / 255).
+
+    What an rgb8 graph can be given: the float model's reference input for a parity check."""
+    return (np.clip(np.round(np.asarray(lr, np.float32) * 255.0), 0, 255) / 255.0).astype(np.float32)
+
+
+def frames_from_rgb(spec: GraphIO, lr: np.ndarray) -> dict[str, np.ndarray]:
+    """The graph's inputs for float RGB ``lr`` [N, 3, h, w] in [0, 1] (calibration, parity).
+
+    float: ``lr`` itself; rgb8: its 8-bit levels, NHWC; i420: ``lcoan.color.rgb_to_i420`` of it in
+    the graph's colour space and range (``lr`` must have an even height and width: :func:`even`).
+    """
+    lr = np.ascontiguousarray(lr, dtype=np.float32)
+    if spec.mode == "float":
+        return {spec.inputs[0]: lr}
+    t = torch.from_numpy(lr)
+    if spec.mode == "rgb8":
+        return {spec.inputs[0]: np.ascontiguousarray(color.float_to_rgb8(t).numpy())}
+    spec.check_size(lr.shape[-2], lr.shape[-1], "image")
+    planes = color.rgb_to_i420(t, spec.colorspace, spec.range)
+    return {name: np.ascontiguousarray(p.numpy()) for name, p in zip(spec.inputs, planes)}
+
+
+def rgb_from_frames(spec: GraphIO, outputs) -> np.ndarray:
+    """float32 RGB [N, 3, H, W] in [0, 1] of a graph's outputs (a list in ``spec.outputs`` order)."""
+    if spec.mode == "float":
+        return np.asarray(outputs[0], dtype=np.float32)
+    if spec.mode == "rgb8":
+        return color.rgb8_to_float(torch.from_numpy(np.asarray(outputs[0]))).numpy()
+    y, u, v = (torch.from_numpy(np.ascontiguousarray(o)) for o in outputs[:3])
+    return color.i420_to_rgb(y, u, v, spec.colorspace, spec.range).numpy()

@@ -74,8 +74,9 @@ def session(model: str | os.PathLike | onnx.ModelProto, threads: int | None = No
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if proto is None:
-        proto = onnx.load(str(Path(model)))
+    if proto is None:  # one line for an empty, truncated or non-ONNX file, or missing external data
+        from lcoan.graph_io import load_onnx
+        proto = load_onnx(Path(model))
     if has_plugin(proto):
         from onnxruntime_extensions import get_library_path
         register()

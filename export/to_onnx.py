@@ -30,8 +30,8 @@ import onnx
 import torch
 from torch import nn
 
-from lcoan.graph_io import (COLORSPACES, INPUT_NAME, IO_MODES, OUTPUT_NAME, RANGES, GraphIO, GraphMetadata, io_for,
-                            write_metadata)
+from lcoan.graph_io import (COLORSPACES, INPUT_NAME, IO_MODES, OUTPUT_NAME, PRODUCER, RANGES, GraphIO, GraphMetadata,
+                            io_for, write_metadata)
 from lcoan.model.network import LCoAN
 from lcoan.model.sort import counting_sort
 
@@ -152,14 +152,38 @@ def build_onnx(model: LCoAN, sort: str = "onnx", opset: int = DEFAULT_OPSET,
     if dtype == "fp16":
         from .precision import to_fp16
         proto = to_fp16(proto)
+    write_metadata(proto, GraphMetadata(scale=model.config.scale, sort=sort, dtype=dtype,
+                                        config=model.config.to_dict()))
+    proto = with_io(proto, spec, opset=opset)
+    proto.producer_name = PRODUCER
+    check_graph(proto)
+    return proto
+
+
+def with_io(proto: onnx.ModelProto, io: str | GraphIO, colorspace: str | None = None, range: str | None = None,  # noqa: A002
+            opset: int | None = None) -> onnx.ModelProto:
+    """A float graph of this exporter (FP32 or FP16, either sort) with the integer I/O ``io``
+    attached (``export.integer_io``) and recorded in its metadata; ``io="float"``: a copy.
+
+    What ``--io`` does after the float export; also for graphs already on disk."""
+    import dataclasses
+
+    from lcoan.graph_io import read_metadata
+    spec = io_spec(io, colorspace, range)
+    meta = read_metadata(proto)
+    if meta.io not in (None, "float"):
+        raise ExportError(f"the graph already has {meta.io} I/O; integer I/O goes around a float graph")
     if spec.integer:
         from .integer_io import attach_io
-        proto = attach_io(proto, spec, opset)
-    write_metadata(proto, GraphMetadata(scale=model.config.scale, sort=sort, dtype=dtype,
-                                        config=model.config.to_dict(), io=spec.mode,
-                                        colorspace=spec.colorspace, range=spec.range))
-    proto.producer_name = "lcoan-edge"
-    check_graph(proto)
+        default = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
+        proto = attach_io(proto, spec, opset or default)
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(proto)
+        proto = out
+    # a float graph stays as before --io existed: no io key (read_io takes a graph without one as float)
+    write_metadata(proto, dataclasses.replace(meta, io=spec.mode if spec.integer else None,
+                                              colorspace=spec.colorspace, range=spec.range))
     return proto
 
 

@@ -45,6 +45,7 @@ INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 SORTS = ("onnx", "plugin")
 DTYPES = ("fp32", "fp16", "int8")
 IO_MODES = ("float", "rgb8", "i420")
+PRODUCER = "lcoan-edge"  # ModelProto.producer_name of this project's graphs
 # Colour spaces and ranges of the i420 graphs (lcoan.color converts; these names live here so that
 # this module loads without torch).
 COLORSPACES = ("bt601", "bt709")
@@ -85,11 +86,13 @@ class GraphMetadata:
     scale: int | None = None        # upscaling factor of the network
     sort: str | None = None         # "onnx" (counting sort of standard ops) or "plugin"
     dtype: str | None = None        # "fp32", "fp16" or "int8" (Q/DQ)
-    config: dict | None = None      # LCoANConfig.to_dict() of the exported model
-    calib: dict | None = None       # how an INT8 graph was calibrated (calib.quantize)
+    # (field order is the order in the file: config after the I/O keys, so that a file cut inside
+    # its metadata, which still parses, is caught by load_onnx's check that config is there)
     io: str | None = None           # "float", "rgb8" or "i420" (None: float, graphs before --io)
     colorspace: str | None = None   # i420 only: "bt601" or "bt709"
     range: str | None = None        # i420 only: "limited" or "full"
+    config: dict | None = None      # LCoANConfig.to_dict() of the exported model
+    calib: dict | None = None       # how an INT8 graph was calibrated (calib.quantize)
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` key/value strings, for the fields that are set."""
@@ -319,8 +322,10 @@ def load_onnx(path: PathLike, *, external_data: bool = True, check: bool = True,
         except Exception as exc:  # noqa: BLE001 - onnx raises ValueError, ValidationError, OSError
             raise GraphFileError(f"{path}: cannot read its external data ({' '.join(str(exc).split())[:200]})") from None
     if check:
+        # metadata is the file's last field: a cut between its entries still parses
         meta = {p.key for p in proto.metadata_props}
-        if _KEYS["scale"] in meta and not {_KEYS["sort"], _KEYS["dtype"]} <= meta:
+        ours = proto.producer_name == PRODUCER or _KEYS["scale"] in meta
+        if ours and not {_KEYS["scale"], _KEYS["sort"], _KEYS["dtype"], _KEYS["config"]} <= meta:
             raise GraphFileError(f"{path}: truncated (its lcoan metadata is incomplete)")
         try:
             if external_data or not _external_files(proto, path.parent):
@@ -345,12 +350,39 @@ def _data_files(path: Path) -> list[Path]:
     return [p for p in path.parent.iterdir() if pattern.match(p.name)]
 
 
+# Temporary files older than this process belong to a run that was killed (a run still writing
+# keeps touching its own); see safeio's naming.
+_STARTED = __import__("time").time()
+
+
+def _remove_stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files of :func:`save_onnx`'s writes of ``path`` (and its data files) that a
+    killed run left, removed: only this naming, only files last written before this run began."""
+    from .safeio import temp_prefix
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    prefixes = (temp_prefix(path), f".{path.name}.")
+    for entry in path.parent.iterdir():
+        name = entry.name
+        if not name.startswith(prefixes) or ".tmp" not in name:
+            continue
+        try:
+            if entry.is_file() and entry.stat().st_mtime < _STARTED:
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
 def save_onnx(proto, path: PathLike, *, external_data: bool | None = None, inputs=()) -> Path:
     """Write ``proto`` to ``path`` atomically (:mod:`lcoan.safeio`); returns ``path``.
 
     The graph is written under a temporary name and renamed over ``path``: a full disk, a file-size
-    limit, Ctrl-C or a crash leaves an earlier file at ``path`` byte-identical. ``inputs``: files
-    this run read, refused as ``path`` (resolved path or same inode).
+    limit, Ctrl-C or a crash leaves an earlier file at ``path`` byte-identical, and temporary files
+    a killed run left beside ``path`` are removed by the next write. ``inputs``: files this run
+    read, refused as ``path`` (resolved path or same inode).
 
     ``external_data`` (default: only for graphs over 1.8 GB, which cannot be one protobuf) puts
     the tensors in ``<name>.<content hash>.data`` beside the graph, written (atomically) first;
@@ -361,6 +393,7 @@ def save_onnx(proto, path: PathLike, *, external_data: bool | None = None, input
     from .safeio import OutputError, atomic_write, refuse_overwrite
     path = Path(path)
     refuse_overwrite(path, inputs, what="ONNX graph")
+    _remove_stale_temporaries(path)
     if external_data is None:
         external_data = proto.ByteSize() > _EXTERNAL_ABOVE
     if not external_data:

@@ -5,8 +5,11 @@ CPU config (Python backend), plugin library for --sort plugin engines, README wi
                                [--max-batch 8] [--min-hw 16x16 --opt-hw 96x96 --max-hw 256x256]
                                [--instances 1] [--cpu-instances 1] [--cpu-threads 0] [--queue-delay-us 2000]
                                [--sort onnx|plugin --plugins liblcoan_plugins.so [--serve-plugins F]] [--force]
+                               [--io float|rgb8|i420 [--colorspace bt601|bt709] [--range limited|full]]
 
-A thin command over :func:`serve.triton.write_repository` (see there for the layout).
+A thin command over :func:`serve.triton.write_repository` (see there for the layout). ``--io``:
+the model takes and returns uint8 frames (see ``export.to_onnx``); both configs' data types and
+dims follow the graph's I/O.
 """
 from __future__ import annotations
 
@@ -49,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opt-level", type=int, default=None, help="builder optimization level (0-5)")
     p.add_argument("--work", help="keep the graphs the engine is built from here (default: a temporary folder)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    from lcoan.graph_io import COLORSPACES, IO_MODES, RANGES
+    p.add_argument("--io", choices=IO_MODES, default=None,
+                   help="model I/O when exporting from weights: float32 RGB (float), uint8 RGB NHWC (rgb8) or uint8 "
+                        "I420 planes (i420) (default: float; --onnx: the graph's)")
+    p.add_argument("--colorspace", choices=COLORSPACES, default=None, help="i420 colour matrix (default: bt709)")
+    p.add_argument("--range", choices=RANGES, default=None, help="i420 code range (default: limited)")
     args = p.parse_args(argv)
+    io = None
+    if args.io or args.colorspace or args.range:
+        from export.to_onnx import io_spec
+        io = io_spec(args.io or "float", args.colorspace, args.range)
 
     precision = args.precision or "fp16"
     if args.calib and precision != "int8":
@@ -64,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         plugins=args.plugins, serve_plugins=args.serve_plugins, max_batch=args.max_batch, min_hw=args.min_hw,
         opt_hw=args.opt_hw, max_hw=args.max_hw, instances=args.instances, cpu_instances=args.cpu_instances,
         cpu_threads=args.cpu_threads, queue_delay_us=args.queue_delay_us, calib=args.calib,
-        opt_level=args.opt_level, work=args.work, force=args.force)
+        opt_level=args.opt_level, work=args.work, force=args.force, io=io)
     print(f"wrote {repo.root}: {repo.plan.relative_to(repo.root)} ({repo.precision}, {repo.trt_label}, "
           f"max batch {repo.max_batch}), {repo.production_config.relative_to(repo.root)}, "
           f"{repo.cpu_config.relative_to(repo.root)}"

@@ -9,6 +9,7 @@ is its alias.
                             [--min 1x3x16x16 --opt 1x3x270x480 --max 1x3x540x960]
                             [--out F.engine] [--plugins liblcoan_plugins.so]
                             [--sort onnx|plugin] [--opt-level N] [--timing-cache F] [--force]
+                            [--io float|rgb8|i420 [--colorspace bt601|bt709] [--range limited|full]]
 
 Precision lives in the graph (TensorRT 11 and TensorRT-RTX have no FP16/INT8 builder flags):
 ``--fp16`` builds the FP16 graph of ``export.precision`` (cluster assignment and softmax in
@@ -20,6 +21,10 @@ the bundled weights ``lcoan_edge_x2_fp16.engine`` (``<weights stem>_<precision>.
 ``--onnx lcoan_int8.onnx`` ``lcoan_int8.engine`` (``<graph stem>_<precision>``, a precision suffix
 of the stem replaced), in the current folder; the graph it is built from is written beside it as
 ``<stem>_<precision>.onnx`` (e.g. ``lcoan_edge_x2_fp16.onnx``).
+
+``--io rgb8|i420`` (from weights; a graph given as ``--onnx`` keeps its own I/O) builds an engine
+that takes and returns uint8 frames (``lcoan.graph_io``); the profile is still given as LR
+N x 3 x H x W, and becomes (N, H, W, 3) or the (N, H, W), (N, H/2, W/2) planes (even H and W).
 
 Each engine gets a sidecar ``<engine>.json`` (see ``engine.cache``): an engine whose key
 (ONNX sha256, TensorRT flavour+version, GPU or ``cpu-build``, precision, profile, plugin library) matches is reused; otherwise it is rebuilt and the change is named.
@@ -60,7 +65,7 @@ def graph_path(out: Path, precision: str) -> Path:
 
 
 def default_engine_path(onnx_path: str | None, weights: str | None, precision: str,
-                        scale: int | None = None, sort: str = "onnx") -> Path:
+                        scale: int | None = None, sort: str = "onnx", io=None) -> Path:
     """``<graph or weights stem>_<precision>.engine`` in the current folder (never one shared name)."""
     if onnx_path:
         stem = Path(onnx_path).stem
@@ -71,6 +76,9 @@ def default_engine_path(onnx_path: str | None, weights: str | None, precision: s
         stem = Path(lcoan.default_weights(scale or 2)).stem  # lcoan_edge_x2
     if not onnx_path and sort == "plugin":
         stem += "_plugin"  # the plugin graph's engine is another file than the standard-op one
+    if not onnx_path and io is not None:
+        from export.to_onnx import io_tag
+        stem += io_tag(io)  # so is each I/O mode's
     return Path(f"{_base(stem)}_{precision}.engine")
 
 
@@ -104,23 +112,25 @@ def _calibrate(fp32: Path, out: Path, calib_dir: str, method: str, num: int, til
                        exclude=quant.default_exclusions(fp32))
     except quant.CalibrationError as exc:
         raise ExportError(str(exc)) from None
-    stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
+    from lcoan.safeio import atomic_write
+    atomic_write(stamp_path, json.dumps(stamp, indent=2) + "\n")
     return out, time.perf_counter() - t0
 
 
 def prepare_graph(*, onnx_path: str | None, weights: str | None, precision: str, sort: str, out: Path,
                   calib: str | None = None, calib_method: str = "minmax", calib_num: int = 32,
                   calib_tile: Sequence[int] = (64, 64), scale: int | None = None,
-                  log: Callable[[str], None] = print) -> GraphSource:
-    """The ONNX graph the engine is built from, in ``precision`` (written next to ``out``)."""
-    import onnx
+                  log: Callable[[str], None] = print, io=None) -> GraphSource:
+    """The ONNX graph the engine is built from, in ``precision`` (written next to ``out``).
+
+    ``io``: the I/O mode when exporting from weights (``lcoan.graph_io.GraphIO`` or a mode name;
+    a graph given as ``onnx_path`` keeps its own)."""
+    from lcoan.graph_io import load_onnx, save_onnx
 
     timings: dict = {}
     if onnx_path:
         src = Path(onnx_path)
-        if not src.is_file():
-            raise ExportError(f"{src}: no such ONNX file")
-        proto = onnx.load(str(src))
+        proto = load_onnx(src)
         have = graph_precision(proto)
         graph_sort = "plugin" if has_plugin_nodes(proto) else "onnx"
         if have == precision:
@@ -136,7 +146,8 @@ def prepare_graph(*, onnx_path: str | None, weights: str | None, precision: str,
         graph_sort = sort
         dtype = "fp16" if precision == "fp16" else "fp32"
         target = graph_path(out, dtype)
-        export_onnx(model, target, sort=sort, dtype=dtype)
+        export_onnx(model, target, sort=sort, dtype=dtype, io=io or "float",
+                    inputs=[p for p in (weights, calib) if p])
         timings["export_s"] = round(time.perf_counter() - t0, 3)
         if precision != "int8":
             return GraphSource(target, precision, graph_sort, timings)
@@ -147,7 +158,7 @@ def prepare_graph(*, onnx_path: str | None, weights: str | None, precision: str,
         target = graph_path(out, "fp16")
         if target.resolve() == Path(fp32).resolve():
             raise ExportError(f"{fp32}: the FP16 graph would overwrite this FP32 input; rename it or pass --out")
-        onnx.save_model(to_fp16(onnx.load(str(fp32))), str(target))
+        save_onnx(to_fp16(load_onnx(fp32)), target, inputs=[fp32])
         timings["fp16_s"] = round(time.perf_counter() - t0, 3)
         return GraphSource(target, precision, graph_sort, timings)
     if precision == "int8":
@@ -206,7 +217,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="timing cache file (default: ~/.cache/lcoan/timing-<flavour>-<version>.cache)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache key matches")
     parser.add_argument("--verbose", action="store_true", help="print TensorRT's log")
+    from lcoan.graph_io import COLORSPACES, IO_MODES, RANGES
+    parser.add_argument("--io", choices=IO_MODES, default=None,
+                        help="graph I/O when exporting from weights: float32 RGB (float), uint8 RGB NHWC (rgb8) "
+                             "or uint8 I420 planes (i420); see export.to_onnx (default: float; --onnx: the graph's)")
+    parser.add_argument("--colorspace", choices=COLORSPACES, default=None, help="i420 colour matrix (default: bt709)")
+    parser.add_argument("--range", choices=RANGES, default=None, help="i420 code range (default: limited)")
     args = parser.parse_args(argv)
+    if args.onnx and (args.io or args.colorspace or args.range):
+        raise ExportError("--io, --colorspace and --range are for exporting from weights; a graph given as --onnx "
+                          "keeps its own I/O (export it with python -m export.to_onnx --io ...)")
+    from export.to_onnx import io_spec
+    spec = io_spec(args.io or "float", args.colorspace, args.range)
 
     precision = args.precision or "fp16"
     profile = make_profile(args.min, args.opt, args.max)
@@ -221,13 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # a command line, not a library call: safe to restart
             reexec_for_rtx_plugins()
     out = Path(args.out) if args.out else default_engine_path(args.onnx, args.weights, precision, args.scale,
-                                                                         args.sort)
+                                                                         args.sort, spec)
+    from lcoan.safeio import check_writable, refuse_overwrite
+    inputs = [p for p in (args.onnx, args.weights, args.calib, args.plugins, args.timing_cache) if p]
+    refuse_overwrite(out, inputs, what="engine")
+    check_writable(out, what="engine")  # before any export, calibration or build
+    if spec.mode == "i420":
+        from engine.build import io_profile
+        io_profile(spec, profile)  # odd profile sizes: one line before the export
     tile = parse_shape(args.calib_tile, "--calib-tile")
     if len(tile) != 2:
         raise ExportError(f"--calib-tile {args.calib_tile!r}: expected HxW")
     source = prepare_graph(onnx_path=args.onnx, weights=args.weights, precision=precision, sort=args.sort,
                            out=out, calib=args.calib, calib_method=args.calib_method,
-                           calib_num=args.calib_num, calib_tile=tile, scale=args.scale)
+                           calib_num=args.calib_num, calib_tile=tile, scale=args.scale, io=spec)
     result = build_engine(source.path, out, precision=precision, profile=profile, plugins=args.plugins,
                           opt_level=args.opt_level, workspace_mib=args.workspace,
                           timing_cache=args.timing_cache, force=args.force, verbose=args.verbose,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from export.errors import ExportError
-from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME
+from lcoan.graph_io import GraphIO, load_onnx, read_io
 
 MODEL_NAME = "lcoan"
 DEFAULT_MAX_BATCH = 8
@@ -207,7 +207,7 @@ def plan_io(plan: str | Path, plugins: str | None = None) -> dict | None:
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         dtype = TRT_TO_TRITON.get(str(engine.get_tensor_dtype(name)).split(".")[-1], "?")
         out["inputs" if is_input else "outputs"].append(TensorSpec(name, dtype, tuple(engine.get_tensor_shape(name))))
-        if is_input:
+        if is_input and not out["profile"]:  # the first input's (an i420 engine's y)
             lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
             out["profile"] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
     return out
@@ -216,7 +216,7 @@ def plan_io(plan: str | Path, plugins: str | None = None) -> dict | None:
 def onnx_io(onnx_path: str | Path) -> dict[str, list[TensorSpec]]:
     """I/O of an ONNX graph; symbolic dimensions become -1."""
     import onnx
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    graph = load_onnx(onnx_path, external_data=False).graph
     inits = {i.name for i in graph.initializer}
 
     def spec(v) -> TensorSpec:
@@ -327,20 +327,24 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
                      max_hw=DEFAULT_MAX_HW, instances: int = 1, cpu_instances: int = 1, cpu_threads: int = 0,
                      queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, calib: str | None = None,
                      opt_level: int | None = None, work: str | os.PathLike | None = None, force: bool = False,
-                     log: Callable[[str], None] = print) -> Repository:
+                     log: Callable[[str], None] = print, io: GraphIO | str | None = None) -> Repository:
     """Build the engine and write the model repository ``out`` (see the module docstring).
 
     ``work`` keeps the graphs the engine was built from (default: a temporary folder). ``plugins``
     is the library the builder loads for ``sort="plugin"`` (``liblcoan_plugins.so``);
     ``serve_plugins`` the self-registering one copied for Triton (default: ``liblcoan_plugins_static.so``
-    beside ``plugins``)."""
-    import onnx as onnx_lib
+    beside ``plugins``). ``io``: the graph I/O when exporting from weights (``export.to_onnx --io``;
+    a graph given as ``onnx`` keeps its own); both configs take their names, data types and dims
+    from the engine and the CPU graph, which have the same I/O."""
 
     from engine import cache
     from engine.build import build_engine, has_plugin_nodes
     from engine.trt import trt_info
-    from export.to_onnx import export_onnx, load_weights
+    from export.to_onnx import export_onnx, io_spec, load_weights
     from pipeline.to_trt import prepare_graph
+    if onnx and io is not None:
+        raise ExportError("--io is for exporting from weights; a graph given as --onnx keeps its own I/O")
+    spec = read_io(onnx) if onnx else io_spec(io or "float")
 
     out = Path(out)
     if out.exists() and not force:
@@ -355,7 +359,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
     profile = serving_profile(max_batch, min_hw, opt_hw, max_hw)
     info = trt_info()   # fail before exporting when TensorRT is missing
     static_lib = None
-    if sort == "plugin" or (onnx and has_plugin_nodes(onnx_lib.load(onnx, load_external_data=False))):
+    if sort == "plugin" or (onnx and has_plugin_nodes(load_onnx(onnx, external_data=False))):
         if serve_plugins is None and plugins and Path(plugins).name.startswith("liblcoan_plugins_"):
             # liblcoan_plugins_trt11.so -> liblcoan_plugins_static_trt11.so (plugins.build's names)
             name = Path(plugins).name
@@ -379,7 +383,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
         # the engine
         engine_out = work_dir / "model.plan"
         source = prepare_graph(onnx_path=onnx, weights=weights, precision=precision, sort=sort, out=engine_out,
-                               calib=calib, scale=scale, log=log)
+                               calib=calib, scale=scale, log=log, io=None if onnx else spec)
         result = build_engine(source.path, engine_out, precision=precision, profile=profile, plugins=plugins,
                               opt_level=opt_level, log=log, extra={"sort": source.sort, "timings": source.timings})
         plan = version / "model.plan"
@@ -387,14 +391,14 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
         shutil.copy2(cache.sidecar_path(engine_out), cache.sidecar_path(plan))
 
         # the CPU graph: FP32 with the counting sort (ONNX Runtime needs no plugin for it)
-        if onnx and not has_plugin_nodes(onnx_lib.load(onnx, load_external_data=False)) and \
+        if onnx and not has_plugin_nodes(load_onnx(onnx, external_data=False)) and \
                 _graph_dtype(onnx) == "fp32":
             cpu_graph = Path(onnx)
         elif onnx:
             raise ExportError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
                               "give that graph as --onnx (or --weights) and choose the engine with --fp16/--int8")
         else:
-            cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx")
+            cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx", io=spec)
         shutil.copy2(cpu_graph, version / "model.onnx")
         shutil.copy2(MODEL_PY, version / "model.py")
 
@@ -403,11 +407,12 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
         graph_io = onnx_io(version / "model.onnx")
         differs = io_mismatch(engine_io, graph_io)
         names = ([s.name for s in engine_io["inputs"]], [s.name for s in engine_io["outputs"]])
-        if names != ([INPUT_NAME], [OUTPUT_NAME]):
-            raise ExportError(f"the engine's I/O is {names[0]} -> {names[1]}, not [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]")
+        if names != (list(spec.inputs), list(spec.outputs)):
+            raise ExportError(f"the engine's I/O is {names[0]} -> {names[1]}, not {list(spec.inputs)} -> "
+                              f"{list(spec.outputs)} ({spec.describe()})")
         if differs:
             raise ExportError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
-        props = onnx_lib.load(str(version / "model.onnx"), load_external_data=False).metadata_props
+        props = load_onnx(version / "model.onnx", external_data=False).metadata_props
         scale_used = int({p.key: p.value for p in props}.get("lcoan_scale", scale or 2))  # written by export.to_onnx
         header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
                   f"({result.key.device}), profile {profile.label()}.\n"
@@ -441,7 +446,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
         (staging / "README.md").write_text(repository_readme(
             out, trt_label=info.label, flavour=info.flavour, precision=precision, profile=profile,
             max_batch=max_batch, scale=scale_used, plugin=plugin_dest.name if plugin_dest else None,
-            sort=source.sort))
+            sort=source.sort, io=spec))
 
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -465,14 +470,20 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
 
 
 def _graph_dtype(path: str | Path) -> str:
-    import onnx
     from export.precision import graph_precision
-    return graph_precision(onnx.load(str(path), load_external_data=False))
+    return graph_precision(load_onnx(path, external_data=False))
 
 
 def repository_readme(out: Path, *, trt_label: str, flavour: str, precision: str, profile, max_batch: int,
-                      scale: int, plugin: str | None, sort: str) -> str:
+                      scale: int, plugin: str | None, sort: str, io: GraphIO | None = None) -> str:
     repo = out.name
+    mode = io.mode if io is not None else "float"
+    io_text = {
+        "float": f"input `lr` (FP32, N x 3 x H x W, RGB in [0, 1]), output `sr` (FP32, N x 3 x {scale}H x {scale}W)",
+        "rgb8": f"input `lr` (UINT8, N x H x W x 3, RGB), output `sr` (UINT8, N x {scale}H x {scale}W x 3)",
+        "i420": f"inputs `y` (UINT8, N x H x W), `u`, `v` (UINT8, N x H/2 x W/2; H, W even), outputs `y_sr`, "
+                f"`u_sr`, `v_sr` at {scale}x: I420 in {io.colorspace if io else ''} {io.range if io else ''} range",
+    }[mode]
     plugin_path = f"/models/{MODEL_NAME}/plugins/{plugin}"
     backend_config = f" \\\n    --backend-config=tensorrt,plugins={plugin_path}" if plugin else ""
     rtx_note = ("\n**This plan was built by TensorRT-RTX** (a CPU-only build check): Triton's TensorRT backend "
@@ -490,8 +501,7 @@ def repository_readme(out: Path, *, trt_label: str, flavour: str, precision: str
     return textwrap.dedent(f"""\
         # LCoAN x{scale} Triton model repository
 
-        Written by `python -m export.to_triton`. Model `{MODEL_NAME}`: input `lr` (FP32, N x 3 x H x W, RGB in
-        [0, 1]), output `sr` (FP32, N x 3 x {scale}H x {scale}W). H and W are free within the engine profile
+        Written by `python -m export.to_triton`. Model `{MODEL_NAME}`: {io_text}. H and W are free within the engine profile
         ({profile.label()}); `max_batch_size` is {max_batch}, the profile's max batch. The dynamic batcher only
         batches requests of equal H x W, so clients send fixed-size tiles (`python -m app --backend triton`).
 

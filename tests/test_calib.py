@@ -148,3 +148,25 @@ def test_cli_writes_graph_and_errors_in_one_line(graphs, set14_lr, tmp_path):
                          timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nothing'}: no such image folder"]
+
+
+def test_integer_io_graph_quantizes_only_the_network(graphs):
+    """An i420 graph calibrates on its own planes; the conversions around the network hold no
+    Conv and stay FP32, and the Q/DQ graph keeps the I/O and colours of its source."""
+    from export.integer_io import frames_from_rgb, is_io_node
+    from export.to_onnx import with_io
+    from lcoan.graph_io import read_io, save_onnx
+    src = save_onnx(with_io(onnx.load(str(graphs["fp32"])), "i420", "bt601"), graphs["dir"] / "tiny_i420.onnx")
+    out = quantize(src, graphs["dir"] / "tiny_i420_int8.onnx", tiles=graphs["tiles"][:4]).path
+    proto = onnx.load(str(out))
+    io = read_io(proto)
+    assert (io.mode, io.colorspace, io.range) == ("i420", "bt601", "limited")
+    consumers = set(quantized_consumers(proto))
+    assert not [n.name for n in proto.graph.node if is_io_node(n.name) and n.name in consumers]
+    assert {n.op_type for n in proto.graph.node if n.name in consumers} >= {"Conv"}
+    feed = frames_from_rgb(io, graphs["tiles"][0])
+    ref = ort_ops.session(str(src)).run(None, feed)
+    got = ort_ops.session(proto).run(None, feed)
+    for a, b in zip(got, ref):
+        assert a.dtype == np.uint8 and a.shape == b.shape
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 3  # INT8 drift, in levels

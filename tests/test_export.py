@@ -1,6 +1,8 @@
 """ONNX export: graph structure, both sort forms against PyTorch, FP16, and one-line CLI errors."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx_graphsurgeon")
 
+from conftest import shared_path  # noqa: E402
 from lcoan import build_model  # noqa: E402
 from lcoan.checkpoint import save_safetensors  # noqa: E402
 
@@ -323,3 +326,205 @@ def test_realtime_preset_exports_and_matches_pytorch_in_ort():
         sr32 = sessions["fp32"].run(None, {"lr": x})[0]
         assert np.abs(sr32 - ref).max() < 1e-4
         assert parity.drift_psnr(sessions["fp16"].run(None, {"lr": x})[0], ref) >= 50.0
+
+
+# --------------------------------------------------------------------------- ONNX files: damage and faults
+# Held-out variants of the failures the tools had with graphs (one loader, one atomic writer):
+# each is one line, exit status 2, no traceback, the earlier output byte-identical, no temporary
+# file left beside it.
+def _run(main, argv, capsys):
+    from lcoan.errors import exit_status
+    status = exit_status(main, argv)  # any exception other than the tools' one-line errors escapes
+    err = capsys.readouterr().err.strip()
+    return status, err
+
+
+def _one_line(status, err, *needles):
+    assert status == 2, (status, err)
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def _no_temporaries(folder: Path):
+    left = [p.name for p in folder.iterdir() if ".tmp" in p.name]
+    assert not left, left
+
+
+def _damaged_copies(good: Path, folder: Path) -> dict:
+    """Damaged graphs of every kind, named by what is wrong with them."""
+    data = good.read_bytes()
+    proto = onnx.load_model_from_string(data)
+    out = {"empty": b"", "text": b"name: not a graph\n" * 20, "png": (REPO / "docs").joinpath("crop_x2.png").read_bytes()[:4096]
+           if (REPO / "docs" / "crop_x2.png").is_file() else bytes(range(256)) * 16,
+           "random": np.random.default_rng(3).integers(0, 256, 5000, dtype=np.uint8).tobytes()}
+    for cut in (7, 1000, len(data) // 3, len(data) // 2, len(data) - 300, len(data) - 1):
+        out[f"cut{cut}"] = data[:cut]
+    # cuts at field boundaries inside the metadata at the end of the file still parse
+    for keep in range(len(proto.metadata_props)):
+        short = onnx.ModelProto()
+        short.CopyFrom(proto)
+        del short.metadata_props[keep:]
+        prefix = short.SerializeToString()
+        assert data.startswith(prefix)
+        out[f"meta{keep}"] = prefix
+    paths = {}
+    for name, blob in out.items():
+        paths[name] = folder / f"{name}.onnx"
+        paths[name].write_bytes(blob)
+    paths["folder"] = folder / "dir.onnx"
+    paths["folder"].mkdir()
+    paths["missing"] = folder / "nothing_here.onnx"
+    return paths
+
+
+def test_damaged_graphs_are_one_line_naming_the_file(graphs, tmp_path):
+    from lcoan.graph_io import GraphFileError, load_onnx, save_onnx
+    good = tmp_path / "good.onnx"
+    save_onnx(graphs["onnx"], good)
+    assert load_onnx(good) == graphs["onnx"]
+    for name, path in _damaged_copies(good, tmp_path).items():
+        with pytest.raises(GraphFileError) as info:
+            load_onnx(path)
+        msg = str(info.value)
+        assert str(path) in msg and "\n" not in msg, (name, msg)
+    # external data: missing, and shorter than the graph says
+    ext = tmp_path / "ext" / "g.onnx"
+    save_onnx(graphs["onnx"], ext, external_data=True)
+    (data,) = [p for p in ext.parent.iterdir() if p.suffix == ".data"]
+    loaded, want = load_onnx(ext), load_onnx(good)
+    assert loaded.graph.node == want.graph.node
+    for a, b in zip(loaded.graph.initializer, want.graph.initializer):
+        assert np.array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b)), a.name
+    blob = data.read_bytes()
+    data.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(GraphFileError, match="truncated"):
+        load_onnx(ext)
+    data.unlink()
+    with pytest.raises(GraphFileError, match="external data file .* is missing"):
+        load_onnx(ext)
+
+
+def test_tools_given_damaged_graphs_say_so_in_one_line(graphs, weights, tmp_path, capsys):
+    from calib.__main__ import main as calib_main
+    from lcoan.graph_io import save_onnx
+    from pipeline.to_trt import main as trt_main
+    good = tmp_path / "good.onnx"
+    save_onnx(graphs["onnx"], good)
+    (tmp_path / "bad").mkdir()
+    damaged = _damaged_copies(good, tmp_path / "bad")
+    images = shared_path("data", "benchmark", "Set5", "LR_bicubic", "X2")
+    for name in ("empty", "cut1000", "random", "meta2", "missing"):
+        path = str(damaged[name])
+        _one_line(*_run(parity.main, ["--onnx", path, "--weights", str(weights), "--no-progress"], capsys), path)
+        out = tmp_path / f"{name}_int8.onnx"
+        _one_line(*_run(calib_main, ["--onnx", path, "--images", str(images), "--out", str(out)], capsys), path)
+        assert not out.exists()
+        try:
+            from engine.trt import import_trt
+            import_trt()
+        except Exception:  # noqa: BLE001 - no TensorRT: the build command's own test skips too
+            pass
+        else:
+            _one_line(*_run(trt_main, ["--onnx", path, "--fp32", "--out", str(tmp_path / "e.engine")], capsys), path)
+    pytest.importorskip("onnxruntime")
+    from app.backends import OrtBackend
+    from lcoan.graph_io import GraphFileError
+    for name in ("empty", "cut7", "text"):
+        with pytest.raises(GraphFileError, match=str(damaged[name])):
+            OrtBackend(str(damaged[name]), device="cpu")
+    _no_temporaries(tmp_path)
+
+
+def test_export_refuses_to_overwrite_its_weights(weights, tmp_path, capsys):
+    from export.to_onnx import main
+    link = tmp_path / "alias.safetensors"
+    link.symlink_to(weights)
+    hard = tmp_path / "hard.safetensors"
+    os.link(weights, hard)
+    before = weights.read_bytes()
+    for out in (weights, weights.parent / "." / weights.name, link, hard):
+        _one_line(*_run(main, ["--weights", str(weights), "--out", str(out)], capsys), "refusing to overwrite")
+    _one_line(*_run(main, ["--weights", str(link), "--out", str(weights)], capsys), "refusing to overwrite")
+    assert weights.read_bytes() == before and hard.read_bytes() == before
+
+
+def test_export_to_a_folder_it_cannot_write_is_one_line(weights, tmp_path, capsys):
+    from export.to_onnx import main
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    _one_line(*_run(main, ["--weights", str(weights), "--out", str(blocker / "sub" / "g.onnx")], capsys),
+              "cannot create the output folder")
+    _one_line(*_run(main, ["--weights", str(weights), "--out", str(tmp_path)], capsys), "is a folder")
+    # a folder without write permission (as root, run the check as nobody: root writes anywhere)
+    import tempfile
+    locked = Path(tempfile.mkdtemp(prefix="lcoan-ro-"))
+    try:
+        os.chmod(locked, 0o555)
+        for out in (locked / "g.onnx", locked / "new_sub" / "g.onnx"):
+            if os.geteuid() == 0:
+                os.seteuid(65534)
+            try:
+                status, err = _run(main, ["--weights", str(weights), "--out", str(out)], capsys)
+            finally:
+                if os.getuid() == 0:
+                    os.seteuid(0)
+            _one_line(status, err, str(out.parent if out.parent != locked else out), "ermission denied")
+        assert not list(locked.iterdir())
+    finally:
+        os.chmod(locked, 0o755)
+        shutil.rmtree(locked)
+
+
+def test_file_size_limit_leaves_the_earlier_graph_byte_identical(graphs, weights, tmp_path, capsys):
+    import resource
+
+    from export.to_onnx import main
+    from lcoan.graph_io import save_onnx
+    from lcoan.safeio import OutputError
+    out = tmp_path / "new" / "g.onnx"  # a missing folder is created
+    status, err = _run(main, ["--weights", str(weights), "--out", str(out)], capsys)
+    assert status == 0, err
+    before = out.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 3, hard))
+        # checked before the weights are loaded: the estimate (the weights' size) is over the limit
+        _one_line(*_run(main, ["--weights", str(weights), "--out", str(out)], capsys), "file size limit")
+        # and where the estimate passes but the write does not: the write fails, atomically
+        with pytest.raises(OutputError, match="file size limit") as info:
+            save_onnx(graphs["plugin"], out)
+        assert "\n" not in str(info.value)
+        with pytest.raises(OutputError, match="file size limit"):
+            save_onnx(graphs["onnx"], out, external_data=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["g.onnx"]
+
+
+def test_a_killed_write_leaves_nothing_after_the_next_run(graphs, tmp_path):
+    from lcoan.graph_io import save_onnx
+    out = tmp_path / "g.onnx"
+    save_onnx(graphs["onnx"], out)
+    # what a SIGKILL during a write leaves: a hidden temporary beside the graph (and its data file)
+    stale = [tmp_path / ".g.onnx.k1ll3d.tmp.onnx", tmp_path / ".g.onnx.0123456789ab.data.x9.tmp.data"]
+    for p in stale:
+        p.write_bytes(b"partial")
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    running = tmp_path / ".g.onnx.st1ll.tmp.onnx"  # another run, writing now: not ours to remove
+    running.write_bytes(b"partial")
+    other = tmp_path / ".h.onnx.abc.tmp.onnx"      # another file's temporary
+    other.write_bytes(b"x")
+    os.utime(other, (1_000_000_000, 1_000_000_000))
+    save_onnx(graphs["plugin"], out)
+    assert not any(p.exists() for p in stale) and running.exists() and other.exists()
+    assert onnx.load(str(out)) == graphs["plugin"]
+    # external data: the graph's rename commits both files; the old data file goes after it
+    save_onnx(graphs["onnx"], out, external_data=True)
+    first = [p.name for p in tmp_path.iterdir() if p.suffix == ".data"]
+    save_onnx(graphs["plugin"], out, external_data=True)
+    second = [p.name for p in tmp_path.iterdir() if p.suffix == ".data"]
+    assert len(first) == len(second) == 1 and first != second
+    save_onnx(graphs["onnx"], out)
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".data"]

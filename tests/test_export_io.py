@@ -100,3 +100,209 @@ def test_matrix_agrees_with_swscale_on_a_real_frame():
     # and the module's own conversion (interpolated chroma) stays close to it on smooth content
     rgb = color.float_to_rgb8(color.i420_to_rgb(y, u, v, "bt601", "limited"))[0].numpy().astype(np.int16)
     assert np.median(np.abs(rgb - sws)) <= 2
+
+
+# --------------------------------------------------------------------------- the graphs
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx_graphsurgeon")
+import onnx  # noqa: E402
+
+from export.integer_io import WithFrames, frames_from_rgb, is_io_node  # noqa: E402
+from export.samples import load_samples  # noqa: E402
+from export.to_onnx import build_onnx, check_graph, default_onnx_path, with_io  # noqa: E402
+from lcoan.graph_io import GraphIO, MetadataError, io_for, read_io, read_metadata  # noqa: E402
+from verify import parity  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def graphs(tiny):
+    """tiny x2: the float FP32 graph; rgb8 and i420 bt601/full made from it (with_io); i420 bt709
+    limited exported in one go with the plugin sort and FP16 inside (build_onnx --io)."""
+    fp32 = build_onnx(tiny)
+    return {"float": fp32, "rgb8": with_io(fp32, "rgb8"), "i420_601_full": with_io(fp32, "i420", "bt601", "full"),
+            "i420": build_onnx(tiny, sort="plugin", dtype="fp16", io="i420")}
+
+
+def _elem(v):
+    return onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
+
+
+def _dims(v):
+    return [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+
+
+def test_integer_graphs_say_what_they_take(graphs):
+    io = {name: read_io(p) for name, p in graphs.items()}
+    assert io["float"] == GraphIO("float", ("lr",), ("sr",), None, None, 2)
+    assert io["rgb8"] == GraphIO("rgb8", ("lr",), ("sr",), None, None, 2)
+    assert io["i420"] == GraphIO("i420", ("y", "u", "v"), ("y_sr", "u_sr", "v_sr"), "bt709", "limited", 2)
+    assert (io["i420_601_full"].colorspace, io["i420_601_full"].range) == ("bt601", "full")
+    # the float graph is today's: no io key at all
+    assert "lcoan_io" not in {p.key for p in graphs["float"].metadata_props}
+    meta = read_metadata(graphs["i420"])
+    assert (meta.io, meta.colorspace, meta.range, meta.sort, meta.dtype) == ("i420", "bt709", "limited", "plugin", "fp16")
+    rgb8 = graphs["rgb8"].graph
+    assert [_elem(v) for v in (*rgb8.input, *rgb8.output)] == ["UINT8", "UINT8"]
+    assert _dims(rgb8.input[0])[3] == 3 and _dims(rgb8.output[0])[3] == 3
+    i420 = graphs["i420"].graph
+    assert [v.name for v in i420.input] == ["y", "u", "v"] and {_elem(v) for v in i420.output} == {"UINT8"}
+    assert all(len(_dims(v)) == 3 for v in (*i420.input, *i420.output))
+    for p in graphs.values():
+        check_graph(p)
+    # the float network inside is the float graph, node for node
+    core = [n.name for n in graphs["rgb8"].graph.node if not is_io_node(n.name)]
+    assert core == [n.name for n in graphs["float"].graph.node]
+    assert any(n.op_type == "LCoAClusterSort" for n in i420.node)
+    assert io["i420"].input_shapes(2, 6, 8) == {"y": (2, 6, 8), "u": (2, 3, 4), "v": (2, 3, 4)}
+    assert io["rgb8"].output_shapes(1, 6, 8) == {"sr": (1, 12, 16, 3)}
+
+
+def test_fp16_graph_keeps_its_conversions_in_fp32(graphs):
+    p = graphs["i420"]
+    io_nodes = [n for n in p.graph.node if is_io_node(n.name)]
+    assert len(io_nodes) > 20
+    for n in io_nodes:
+        for a in n.attribute:
+            if a.name == "to":
+                assert a.i != onnx.TensorProto.FLOAT16, n.name
+    inits = {t.name: t for t in p.graph.initializer}
+    assert not [i for n in io_nodes for i in n.input if i in inits and inits[i].data_type == onnx.TensorProto.FLOAT16]
+    # and the network between them is FP16
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in p.graph.initializer)
+
+
+def test_metadata_that_contradicts_the_graph_is_refused(graphs):
+    p = onnx.ModelProto()
+    p.CopyFrom(graphs["float"])
+    p.metadata_props.add(key="lcoan_io", value="i420")
+    with pytest.raises(MetadataError, match="a i420 graph has inputs"):
+        read_io(p)
+    p.metadata_props[-1].value = "yuv444"
+    with pytest.raises(MetadataError, match="lcoan_io"):
+        read_io(p)
+    with pytest.raises(MetadataError, match="for --io i420"):
+        io_for("rgb8", colorspace="bt601")
+
+
+def test_default_names_never_collide():
+    names = {default_onnx_path(None, 2, sort, dtype, io_for(mode, cs, rng) if mode == "i420" else mode)
+             for sort in ("onnx", "plugin") for dtype in ("fp32", "fp16") for mode in ("float", "rgb8", "i420")
+             for cs in ("bt601", "bt709") for rng in ("limited", "full")}
+    assert len(names) == 2 * 2 * (1 + 1 + 4)
+    assert default_onnx_path(None, 2, "onnx", "fp16", "i420").name == "lcoan_edge_x2_i420_fp16.onnx"
+    assert default_onnx_path(None, 2, "onnx", "fp32", "float").name == "lcoan_edge_x2_fp32.onnx"
+
+
+# --------------------------------------------------------------------------- parity
+@pytest.fixture(scope="module")
+def images():
+    """Crops of real LR images (the tiny model on CPU is slow at full size): Set5 bird 64x64, and
+    Set14 comic's right edge, 63x45 (odd: its last row is dropped for i420), with its HR crop."""
+    picks = []
+    for folder, name, rows, cols in (("Set5", "bird", slice(40, 104), slice(40, 104)),
+                                     ("Set14", "comic", slice(117, 180), slice(80, 125))):
+        path = shared_path("data", "benchmark", folder, "LR_bicubic", "X2")
+        s = next(s for s in load_samples(path, 2) if s.name == name)
+        hr = s.hr[..., 2 * rows.start:2 * rows.stop, 2 * cols.start:2 * cols.stop] if s.hr is not None else None
+        picks.append(type(s)(name, np.ascontiguousarray(s.lr[..., rows, cols]), hr))
+    return picks
+
+
+def test_rgb8_graph_is_the_float_model_rounded(tiny, graphs, images):
+    """Bar: within 1 level of the float model rounded on >= 99.9% of values."""
+    io = read_io(graphs["rgb8"])
+    report = parity.compare(parity.torch_frames_runner(tiny, io), parity.ort_runner(graphs["rgb8"], io=io),
+                            images, scale=2, precision="fp32", io=io)
+    assert report.passed, report.table()
+    for r in report.images:
+        assert r.max_levels <= 1 and r.within >= 0.999
+    # the reference is what the bar says: the float model on the 8-bit image, clamped and rounded
+    lr = images[0].lr
+    feed = frames_from_rgb(io, lr)
+    with torch.no_grad():
+        sr = tiny(torch.from_numpy(feed["lr"]).permute(0, 3, 1, 2).float() / 255).numpy()
+    rounded = np.clip(np.round(np.clip(sr, 0, 1) * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.array_equal(parity.torch_frames_runner(tiny, io)(feed)[0], rounded)
+
+
+def test_i420_graph_bound_on_real_images(tiny, graphs, images):
+    """Bound: each of Y, U, V within 1 level of the float model between the same conversions
+    (lcoan.color in PyTorch) on >= 99.9% of its values; FP16 and the plugin sort included."""
+    io = read_io(graphs["i420"])
+    report = parity.compare(parity.torch_frames_runner(tiny, io), parity.ort_runner(graphs["i420"], io=io),
+                            images, scale=2, precision="fp16", io=io)
+    assert report.passed, report.table()
+    assert all(r.max_levels <= 2 and r.within >= 0.999 for r in report.images), report.table()
+    comic = next(r for r in report.images if r.name == "comic")
+    assert comic.lr_shape == [1, 3, 62, 44] and "cropped" in comic.note
+    assert comic.reference_psnr_y is not None  # scored against the HR crop
+
+
+def test_i420_graph_bound_on_a_decoded_video_frame(tiny, graphs):
+    frame = _first_frame()
+    y, u, v = color.split_yuv420p(frame.to_ndarray(format="yuv420p"))
+    feed = {"y": y[None].copy(), "u": u[None].copy(), "v": v[None].copy()}
+    for key in ("i420", "i420_601_full"):
+        io = read_io(graphs[key])
+        ref = parity.torch_frames_runner(tiny, io)(feed)
+        out = parity.ort_runner(graphs[key], io=io)(feed)
+        assert [o.shape for o in out] == [(1, 2 * frame.height, 2 * frame.width)] + [(1, frame.height, frame.width)] * 2
+        for name, a, b in zip(io.outputs, out, ref):
+            assert a.dtype == np.uint8
+            d = np.abs(a.astype(int) - b.astype(int))
+            assert (d <= 1).mean() >= 0.999 and d.max() <= 2, (key, name, d.max(), (d <= 1).mean())
+            assert parity.LEVEL_THRESHOLDS["fp32"].passes(a, b)
+
+
+def test_odd_sizes_are_refused_in_one_line(graphs):
+    io = read_io(graphs["i420"])
+    with pytest.raises(ValueError, match="even width and height") as info:
+        io.check_size(5, 6)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="even width and height"):
+        frames_from_rgb(io, np.zeros((1, 3, 6, 7), np.float32))
+    with pytest.raises(ValueError, match="even width and height"):
+        io.input_shapes(1, 7, 8)
+    read_io(graphs["rgb8"]).check_size(5, 7)  # rgb8 and float take any size
+
+
+def test_parity_cli_on_an_integer_graph(graphs, tiny_weights, tmp_path):
+    from lcoan.errors import exit_status
+    path = tmp_path / "rgb8.onnx"
+    path.write_bytes(graphs["rgb8"].SerializeToString())
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    from PIL import Image
+    Image.fromarray(rng.integers(0, 256, (20, 18, 3), dtype=np.uint8)).save(images / "noise.png")
+    status = exit_status(parity.main, ["--onnx", str(path), "--weights", str(tiny_weights), "--images", str(images),
+                                       "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert status == 0
+    import json
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["io"] == "rgb8" and report["thresholds"] == {"levels": 1, "quantile": 0.999}
+
+
+def test_triton_configs_follow_the_graph_io(graphs, tmp_path):
+    pytest.importorskip("engine.trt")
+    from engine.trt import TrtNotInstalled, import_trt
+    try:
+        import_trt()
+    except TrtNotInstalled as exc:
+        pytest.skip(str(exc))
+    from serve import triton
+    for key, dims in (("rgb8", {"lr": [-1, -1, 3], "sr": [-1, -1, 3]}),
+                      ("i420", {"y": [-1, -1], "u": [-1, -1], "y_sr": [-1, -1], "v_sr": [-1, -1]})):
+        path = tmp_path / f"{key}.onnx"
+        path.write_bytes(graphs[key if key == "rgb8" else "i420_601_full"].SerializeToString())
+        io = triton.network_io(path)
+        assert io == triton.onnx_io(path) or triton.io_mismatch(io, triton.onnx_io(path)) is None
+        specs = {s.name: s for s in io["inputs"] + io["outputs"]}
+        for name, want in dims.items():
+            assert specs[name].data_type == "TYPE_UINT8" and specs[name].config_dims() == want, specs[name]
+        text = triton.production_config(io["inputs"], io["outputs"], max_batch=2)
+        assert "TYPE_FP32" not in text and text.count("TYPE_UINT8") == len(specs)
+        try:
+            triton.parse_config(text)
+        except Exception as exc:  # noqa: BLE001 - without tritonclient the schema check is skipped
+            assert "needs tritonclient" in str(exc)

@@ -286,3 +286,26 @@ def test_runtime_runs_engine_on_gpu(graphs):
     ref = ort_ops.session(str(graphs["fp32"])).run(["sr"], {"lr": lr.cpu().numpy()})[0]
     assert sr.shape == (2, 3, 48, 40)
     assert np.abs(sr.cpu().numpy() - ref).max() < 1e-3
+
+
+# --------------------------------------------------------------------------- integer I/O
+@pytest.mark.parametrize("io, precision", [("rgb8", "fp16"), ("i420", "fp32")])
+def test_integer_io_engines_build(graphs, io, precision):
+    """uint8 in and out: rgb8 (N, H, W, 3); i420 y (N, H, W), u and v (N, H/2, W/2); the LR profile
+    N x 3 x H x W becomes each input's shapes."""
+    from export.to_onnx import with_io
+    from lcoan.graph_io import save_onnx
+    graph = save_onnx(with_io(onnx.load(str(graphs[precision])), io), graphs["dir"] / f"tiny_{io}_{precision}.onnx")
+    result = build_engine(graph, graphs["dir"] / f"tiny_{io}_{precision}.engine", precision=precision,
+                          profile=make_profile("1x3x16x16", "1x3x32x32", "2x3x48x64"), opt_level=0,
+                          force=True, log=lambda _m: None)
+    side = result.sidecar
+    names = {"rgb8": (["lr"], ["sr"]), "i420": (["y", "u", "v"], ["y_sr", "u_sr", "v_sr"])}[io]
+    assert (side["network"]["inputs"], side["network"]["outputs"]) == names
+    assert side["io"]["mode"] == io and side["io"]["scale"] == 2
+    assert (side["io"]["colorspace"], side["io"]["range"]) == (("bt709", "limited") if io == "i420" else (None, None))
+    assert result.engine.stat().st_size > 100_000
+    if io == "i420":
+        with pytest.raises(ExportError, match="even width and height"):
+            build_engine(graph, graphs["dir"] / "odd.engine", precision=precision,
+                         profile=make_profile("1x3x15x16", "1x3x32x32", "1x3x48x64"), log=lambda _m: None)
