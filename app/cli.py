@@ -177,6 +177,10 @@ def _run(argv: Optional[list[str]]) -> int:
     if args.simulate_latency_ms > 0:
         backend = SlowedBackend(backend, args.simulate_latency_ms / 1e3)
     source = open_source(spec, queue_size=args.queue_size, hwdec=args.hwdec)
+    note = getattr(source, "decoder_note", "") or ""
+    if args.hwdec not in ("auto", "off", "none", "cpu") and args.hwdec not in note.split(" (")[0]:
+        print(f"warning: --hwdec {args.hwdec}: {note.split(' (', 1)[-1].rstrip(')')}; decoding in software",
+              file=sys.stderr)
     colour_note = _check_colour(source, backend, model or "the graph")
     if source.fps is None:
         from fractions import Fraction

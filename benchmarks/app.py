@@ -174,10 +174,11 @@ def _ort_backend(weights: str, device):
     from export.to_onnx import export_onnx
     model, _ = _load_torch_model(weights, 2)
     path = Path(tempfile.mkdtemp(prefix="bench_app_")) / "model.onnx"
+    dtype = "fp16" if device == "cuda" else "fp32"   # as the torch rows: FP16 on the GPU
     try:
-        export_onnx(model, path, io="i420")
+        export_onnx(model, path, dtype=dtype, io="i420")
     except TypeError:  # an exporter without --io
-        export_onnx(model, path)
+        export_onnx(model, path, dtype=dtype)
     return OrtBackend(str(path), device=device)
 
 

@@ -93,8 +93,8 @@ def test_codec_auto_opens_here_and_a_codec_that_does_not_falls_back_in_one_line(
     assert codec_opens(name) is None and name in ("h264_nvenc", "libx264")
     clip = _clip(tmp_path / "in.mp4", n=3)
     out = tmp_path / "out.mp4"
-    assert main([clip, "-o", str(out), "--backend", "bicubic", "--codec", "no_such_codec", "--no-progress",
-                 "--json", str(tmp_path / "s.json")]) == 0
+    assert main([clip, "-o", str(out), "--backend", "bicubic", "--codec", "no_such_codec", "--hwdec", "h264_cuvid",
+                 "--no-progress", "--json", str(tmp_path / "s.json")]) == 0
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["encoder"].startswith(name) and "--codec no_such_codec" in s["encoder"]
     assert s["decoder"] and ("NVDEC" in s["decoder"] or "software h264" in s["decoder"])
@@ -102,6 +102,9 @@ def test_codec_auto_opens_here_and_a_codec_that_does_not_falls_back_in_one_line(
     assert "encoder " + name in err and "decoder " in err
     warn = [line for line in err.splitlines() if "no_such_codec" in line and line.startswith("warning:")]
     assert len(warn) == 1 and f"encoding with {name}" in warn[0]
+    if "NVDEC" not in s["decoder"]:  # no driver here: one line, then software decode
+        hw = [line for line in err.splitlines() if line.startswith("warning: --hwdec h264_cuvid")]
+        assert len(hw) == 1 and hw[0].endswith("decoding in software")
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 3
 
