@@ -268,7 +268,6 @@ class VideoSink(Sink):
         return vf.reformat(width=tw, height=th, format="yuv420p", interpolation="BICUBIC"), w, h
 
     def write(self, frame: Frame) -> None:
-        import av
         with self._lock:
             if self._closed:
                 return
