@@ -211,3 +211,14 @@ def test_onnxruntime_feeds_an_i420_graph_the_planes_and_refuses_a_colour_mismatc
     code = main([clip, "-o", str(tmp_path / "o.mp4"), "--model", graph, "--no-progress"])
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "bt709" in err[0] and "--colorspace bt709" in err[0]
+
+
+def test_nv12_from_nvdec_is_deinterleaved_without_swscale():
+    from app.frames import CONVERSIONS, planes_of
+    rng = np.random.default_rng(2)
+    i420 = av.VideoFrame.from_ndarray(rng.integers(0, 256, (36, 32), dtype=np.uint8), format="yuv420p")
+    nv12 = i420.reformat(format="nv12")   # the layout h264_cuvid hands back in host memory
+    before = CONVERSIONS.count
+    planes, fmt = planes_of(nv12)
+    assert fmt == "yuv420p" and CONVERSIONS.count == before
+    assert np.array_equal(planes, i420.to_ndarray(format="yuv420p"))
