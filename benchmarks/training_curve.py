@@ -43,7 +43,8 @@ def plot(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> 
     ax.set_ylabel("validation Y-PSNR (dB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if any(curves.values()):
+        ax.legend()
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
