@@ -147,7 +147,7 @@ def model_only(clip: str, backend, frames: int = 30) -> dict:
     return {"fps": frames / (time.perf_counter() - t)}
 
 
-def _backends(names: list[str], gpu: bool):
+def _backends(names: list[str], gpu: bool, folder: Path):
     """(label, factory, note) per backend row; ``gpu``: torch eager and compiled and ORT on CUDA."""
     from app.backends import BicubicBackend, load_backend
     from lcoan.pretrained import default_pretrained
@@ -164,18 +164,18 @@ def _backends(names: list[str], gpu: bool):
             rows.append((f"torch {weights} --compile", lambda: load_backend(
                 "torch", weights, device=device, precision="fp16" if gpu else "fp32", compile=True), ""))
         elif name == "onnxruntime":
-            rows.append((f"onnxruntime {weights}", lambda: _ort_backend(weights, device), ""))
+            rows.append((f"onnxruntime {weights}", lambda: _ort_backend(weights, device, folder), ""))
         else:
             rows.append((name, None, "unknown backend"))
     return rows
 
 
-def _ort_backend(weights: str, device):
+def _ort_backend(weights: str, device, folder: Path):
     """ORT on the i420 graph where the exporter has integer I/O, else the float graph."""
     from app.backends import OrtBackend, _load_torch_model
     from export.to_onnx import export_onnx
     model, _ = _load_torch_model(weights, 2)
-    path = Path(tempfile.mkdtemp(prefix="bench_app_")) / "model.onnx"
+    path = folder / "model.onnx"
     dtype = "fp16" if device == "cuda" else "fp32"   # as the torch rows: FP16 on the GPU
     try:
         export_onnx(model, path, dtype=dtype, io="i420")
@@ -185,12 +185,16 @@ def _ort_backend(weights: str, device):
 
 
 def video_bench(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench_app_") as tmp:
+        return _video_bench(args, Path(tmp))
+
+
+def _video_bench(args, work: Path) -> dict:
     import statistics
-    work = Path(tempfile.mkdtemp(prefix="bench_app_"))
     clip = args.clip or str(make_clip(work / "clip_540p.mp4", args.frames))
     rows = [{"label": "reference loop (PyAV decode, swscale bicubic, x264 veryfast)", "runs": []}]
     built = []
-    for label, factory, note in _backends(args.backends, args.gpu):
+    for label, factory, note in _backends(args.backends, args.gpu, work):
         row = {"label": label, "note": note, "runs": []}
         rows.append(row)
         if factory is None:
@@ -199,10 +203,12 @@ def video_bench(args) -> dict:
             built.append((row, factory()))
         except Exception as exc:  # BackendUnavailable and friends: the row says why
             row["note"] = str(exc).splitlines()[0][:160]
-    for _ in range(args.repeats):  # interleaved: each repeat runs every row once
+    for rep in range(args.repeats):  # interleaved: each repeat runs every row once
         rows[0]["runs"].append(reference_loop(clip, str(work / "ref.mp4")))
+        print(f"repeat {rep + 1}: reference {rows[0]['runs'][-1]['fps']:.1f} fps", flush=True)
         for row, backend in built:
             row["runs"].append(app_run(clip, str(work / "app.mp4"), backend))
+            print(f"repeat {rep + 1}: {row['label']} {row['runs'][-1]['fps']:.1f} fps", flush=True)
             if args.gpu:  # where the CPU's x264 is the limit, the null sink shows what the rest reaches
                 row.setdefault("null_runs", []).append(app_run(clip, "null", backend)["fps"])
     ref = statistics.median(r["fps"] for r in rows[0]["runs"])
@@ -220,7 +226,8 @@ def video_bench(args) -> dict:
             row["null_sink_fps"] = statistics.median(row["null_runs"])
             row["note"] = (row["note"] + "; " if row["note"] else "") + f"-o null: {row['null_sink_fps']:.1f} fps"
         backend.close()
-    return {"clip": clip, "frames": args.frames, "repeats": args.repeats, "reference_fps": ref, "rows": rows}
+    return {"clip": args.clip or "generated: 960x540 H.264 pan over an Urban100 image", "frames": args.frames,
+            "repeats": args.repeats, "reference_fps": ref, "rows": rows}
 
 
 def video_table(result: dict) -> str:
