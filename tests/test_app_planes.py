@@ -188,7 +188,7 @@ def _nearest_i420_graph(path):
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     for key, value in (("lcoan_scale", "2"), ("lcoan_sort", "onnx"), ("lcoan_dtype", "fp32"), ("lcoan_io", "i420"),
-                       ("lcoan_colorspace", "bt601"), ("lcoan_range", "limited")):
+                       ("lcoan_config", "{}"), ("lcoan_colorspace", "bt601"), ("lcoan_range", "limited")):
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return str(path)
