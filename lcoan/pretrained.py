@@ -19,12 +19,14 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 
-__all__ = ["PretrainedCfg", "PRETRAINED", "WEIGHTS_DIR", "DEFAULTS", "VIDEO_DEFAULTS", "get_pretrained",
+__all__ = ["PretrainedCfg", "PRETRAINED", "SETS", "WEIGHTS_DIR", "DEFAULTS", "VIDEO_DEFAULTS", "get_pretrained",
            "list_pretrained", "default_pretrained", "resolve_weights"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-# Scores are `python -m lcoan.evaluate --sets Set5 Set14`: PSNR/SSIM on Y (BT.601), shave = scale,
-# SR quantised to 8 bits, the shared Set5/Set14 LR_bicubic files.
+# Scores are `python -m lcoan.evaluate --sets Set5 Set14 B100 Urban100`: PSNR/SSIM on Y (BT.601),
+# shave = scale, SR quantised to 8 bits, LR made from HR with MATLAB-exact bicubic (as published
+# tables); Urban100 is its second half (img_051-img_100), the part in the shared data.
+SETS = ("Set5", "Set14", "B100", "Urban100")
 _DATA_291 = "T91 + BSD200 HR, MATLAB-bicubic LR made on the fly"
 
 
@@ -40,7 +42,17 @@ class PretrainedCfg:
     set5_ssim: float | None = None
     set14_psnr: float | None = None
     set14_ssim: float | None = None
+    b100_psnr: float | None = None
+    b100_ssim: float | None = None
+    urban100_psnr: float | None = None
+    urban100_ssim: float | None = None
     notes: str = ""
+
+    @property
+    def scores(self) -> dict[str, tuple[float | None, float | None]]:
+        """{set: (PSNR, SSIM)} over :data:`SETS`."""
+        return {name: (getattr(self, f"{name.lower()}_psnr"), getattr(self, f"{name.lower()}_ssim"))
+                for name in SETS}
 
     @property
     def path(self) -> Path:
@@ -57,8 +69,14 @@ PRETRAINED: dict[str, PretrainedCfg] = {cfg.name: cfg for cfg in (
                   notes="3,500 steps of batch 8 on one CPU thread (49 min)"),
     PretrainedCfg("realtime_x2", "realtime", 2, "lcoan_realtime_x2.safetensors", _DATA_291,
                   "configs/realtime_x2_291.yaml",
-                  set5_psnr=37.45, set5_ssim=0.9586, set14_psnr=32.99, set14_ssim=0.9125,
+                  set5_psnr=37.46, set5_ssim=0.9586, set14_psnr=33.00, set14_ssim=0.9125,
+                  b100_psnr=31.83, b100_ssim=0.8952, urban100_psnr=30.20, urban100_ssim=0.9032,
                   notes="20,000 steps of batch 8 on one CPU thread (final weights, not the best validation)"),
+    # the attention="none" twin of the long realtime recipe, trained side by side on the same
+    # budget, so that what LCoA adds can be reproduced (docs/training.md); declared, not yet shipped
+    PretrainedCfg("realtime_none_x2", "realtime", 2, "lcoan_realtime_none_x2.safetensors", _DATA_291,
+                  "configs/realtime_none_x2_rep.yaml",
+                  notes="attention=none twin of configs/realtime_x2_rep.yaml"),
 )}
 
 # The weights each CLI loads when given none, per scale.

@@ -162,11 +162,11 @@ def cluster_sort_gpu(ids: np.ndarray, num_clusters: int, timing_iters: int = 0,
 # --------------------------------------------------------------------------------------------
 
 
-def plugin_library_path(static: bool = False, build_dir: str | os.PathLike | None = None,
-                        major: int | None = None) -> Path:
+def plugin_library_path(major: int, static: bool = False, build_dir: str | os.PathLike | None = None) -> Path:
     """Path of ``liblcoan_plugins_trt<major>.so`` (getCreators) or, with ``static``,
-    ``liblcoan_plugins_static_trt<major>.so``; ``major`` defaults to the plugin ABI of the installed
-    TensorRT (11 for TensorRT-RTX 1.x).
+    ``liblcoan_plugins_static_trt<major>.so``. ``major`` is the TensorRT plugin ABI the library is for
+    (``engine.trt.plugin_abi_major()`` gives the installed runtime's: 11 for TensorRT-RTX 1.x); the
+    caller asks, because this package sits below the TensorRT stage and imports nothing of it.
 
     ``$LCOAN_PLUGIN_LIB`` (resp. ``$LCOAN_PLUGIN_STATIC_LIB``) overrides the build-tree location, e.g. for a
     library built on the Jetson itself.
@@ -174,8 +174,5 @@ def plugin_library_path(static: bool = False, build_dir: str | os.PathLike | Non
     env = os.environ.get("LCOAN_PLUGIN_STATIC_LIB" if static else "LCOAN_PLUGIN_LIB")
     if env:
         return Path(env)
-    if major is None:
-        from engine.trt import plugin_abi_major
-        major = plugin_abi_major()
     bdir = Path(build_dir) if build_dir else _build.DEFAULT_BUILD_DIR / f"trt{major}"
     return bdir / _build.plugin_lib_name(major, static)

@@ -213,7 +213,8 @@ def test_plugin_engine_repository_copies_the_static_library(tmp_path):
     from plugins import loader
     # plugins.build's default folder, else the one tests/test_plugins.py builds into (vendored headers)
     for folder in (None, pbuild.DEFAULT_BUILD_DIR / "test" / f"trt{plugin_abi_major()}"):
-        dynamic, static = (loader.plugin_library_path(static=st, build_dir=folder) for st in (False, True))
+        dynamic, static = (loader.plugin_library_path(plugin_abi_major(), static=st, build_dir=folder)
+                           for st in (False, True))
         if dynamic.is_file() and static.is_file():
             break
     else:
