@@ -70,7 +70,6 @@ def _fmt(value) -> str:
 
 
 def write_json(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
+    from lcoan.safeio import atomic_write
+    path = atomic_write(path, json.dumps(payload, indent=2))  # an interrupted benchmark keeps the last report
     print(f"wrote {path}")

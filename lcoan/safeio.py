@@ -9,7 +9,11 @@
   file through a hard link, a symlink or a bind mount: ``os.path.samefile``) is refused.
 * :func:`check_writable`: before any work, whether an output can be written (its folder exists or
   can be made, a file can be created there, free space and the file-size limit cover it).
-* :func:`remove_orphans`: temporary files that a killed process left beside a target.
+* :func:`remove_orphans`: temporary files (and staging folders) that a killed process left beside
+  a target. A live writer holds an ``flock`` on its temporary, which the kernel drops when the
+  process dies, so a second run never removes the temporary of a first one still writing.
+  :func:`check_writable` calls it, so the rerun after a ``kill -9`` leaves no stray file.
+* :func:`atomic_folder`: :func:`atomic_output` for a folder (a Triton model repository).
 * :class:`OutputError`: one line naming the file and the problem ("no space left on device").
 
 Temporary names are ``.<name>.<random>.tmp<suffix>``: hidden, recognisable for
@@ -21,13 +25,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Union
 from .errors import LcoanError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks; orphans are then removed whatever their age
+    fcntl = None
+
 __all__ = ["OutputError", "SameFileError", "AtomicFile", "atomic_write", "atomic_output", "refuse_overwrite",
-           "same_file", "remove_orphans", "temp_prefix", "describe_os_error", "check_writable"]
+           "same_file", "remove_orphans", "temp_prefix", "describe_os_error", "check_writable", "atomic_folder"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -98,7 +108,7 @@ class AtomicFile:
                                        dir=self.path.parent)
         except OSError as exc:
             raise OutputError(self.path, f"cannot write: {describe_os_error(exc)}") from None
-        os.close(fd)
+        self._lock = _hold(fd)  # until commit or discard: "in use" for remove_orphans
         self.tmp = Path(tmp)
 
     def commit(self) -> Path:
@@ -112,13 +122,26 @@ class AtomicFile:
         except OSError as exc:
             self.discard()
             raise OutputError(self.path, f"cannot write: {describe_os_error(exc)}") from None
+        except BaseException:  # Ctrl-C between the last write and the rename
+            self.discard()
+            raise
         self.done = True
+        self._release()
         return self.path
 
     def discard(self) -> None:
         self.done = True
         with contextlib.suppress(OSError):
             self.tmp.unlink()
+        self._release()
+
+    def _release(self) -> None:
+        fd, self._lock = getattr(self, "_lock", None), None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    __del__ = _release  # an AtomicFile dropped uncommitted leaves an orphan, no longer in use
 
 
 @contextlib.contextmanager
@@ -201,6 +224,7 @@ def check_writable(path: PathLike, need_bytes: int | None = None, what: str = "o
     if path.is_dir():
         raise OutputError(path, f"is a folder; the {what} needs a file name")
     _mkdir(path.parent)
+    remove_orphans(path)
     try:
         fd, probe = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -228,8 +252,36 @@ def check_writable(path: PathLike, need_bytes: int | None = None, what: str = "o
     return path
 
 
+def _hold(fd: int) -> int:
+    """Take an exclusive ``flock`` on ``fd`` (a temporary file or staging folder) and return it."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _in_use(entry: Path) -> bool:
+    """Whether a live process holds the lock of a temporary (see :class:`AtomicFile`)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(entry, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 def remove_orphans(path: PathLike) -> list[Path]:
-    """Remove temporary files that an interrupted :func:`atomic_write` of ``path`` left behind."""
+    """Remove the temporaries that an interrupted write of ``path`` left behind: files and staging
+    folders named ``.<name>.<random>.tmp...`` that no live writer holds."""
     path = Path(path)
     removed = []
     if not path.parent.is_dir():
@@ -237,8 +289,48 @@ def remove_orphans(path: PathLike) -> list[Path]:
     prefix = temp_prefix(path)
     for entry in path.parent.iterdir():
         name = entry.name
-        if name.startswith(prefix) and ".tmp" in name[len(prefix):] and entry.is_file():
-            with contextlib.suppress(OSError):
-                entry.unlink()
-                removed.append(entry)
+        if not (name.startswith(prefix) and ".tmp" in name[len(prefix):]) or _in_use(entry):
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
     return removed
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; on a clean exit it replaces ``path``.
+
+    On an exception (or Ctrl-C) the staging folder is removed and ``path`` is left as it was; a
+    kill leaves a staging folder that the next :func:`remove_orphans` of ``path`` removes. An
+    earlier ``path`` is moved aside and removed after the rename (two renames: a kill between
+    them leaves no ``path``, never a mixed one).
+    """
+    path = Path(path)
+    _mkdir(path.parent)
+    remove_orphans(path)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(path, f"cannot write: {describe_os_error(exc)}") from None
+    lock, aside = _hold(os.open(staging, os.O_RDONLY)), None
+    try:
+        yield staging
+        if path.exists():
+            aside = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
+            os.replace(path, aside / path.name)
+        os.replace(staging, path)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    except BaseException as exc:
+        if aside is not None and not path.exists():  # the rename failed: put the earlier one back
+            with contextlib.suppress(OSError):
+                os.replace(aside / path.name, path)
+        for folder in (staging, aside):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(path, f"cannot write: {describe_os_error(exc)}") from None
+        raise
+    finally:
+        os.close(lock)

@@ -15,8 +15,10 @@ Inputs are files and folders; a folder contributes the image files directly insi
 * Alpha is not given to the model: it is upscaled separately with bicubic
   (:func:`lcoan.data.resize.imresize`, clipped to ``[0, 1]``) and re-attached.
 * 16-bit PNG inputs give 16-bit PNG outputs. Other formats are written with 8 bits.
+* An image with a side under 16 pixels (down to 1x1) is mirrored out to 16 before the model runs
+  and the result cropped back, so the convolutions' zero padding does not shift its colour.
 * A file that cannot be read or written is reported on one line (naming it) and skipped; the others
-  are still written and the exit status is 1 at the end. An output path that would overwrite one
+  are still written and the run ends on one ``error:`` line with exit status 1. An output path that would overwrite one
   of the inputs, or another output of the same run, counts as such an error for that file.
   Outputs are written atomically (temporary file, then rename; :mod:`lcoan.safeio`).
 * A model output with NaN or Inf is an error for that image (named, skipped), not a black or
@@ -49,6 +51,7 @@ available yet; trained attention is stronger, so expect larger differences with 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -60,10 +63,10 @@ from PIL import Image
 
 from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alpha, write_image
 from .data.resize import imresize
-from .safeio import OutputError, check_writable, refuse_overwrite
+from .safeio import OutputError, check_writable, refuse_overwrite, remove_orphans
 from .tiling import MemoryEstimateError, check_memory, tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
-from .errors import LcoanError, UsageError, exit_status, run_cli
+from .errors import EXIT_FAILED, LcoanError, UsageError, exit_status, report, run_cli
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
            "DEFAULT_OVERLAP", "NonFiniteOutput"]
@@ -90,6 +93,11 @@ class NonFiniteOutput(LcoanError, ValueError):
     """The model produced NaN or Inf for an image: an error for that image, never a picture."""
 
 
+# Images with a side below this many LR pixels are mirrored out to it (and the result cropped):
+# with zero padding, a 1x1 image came out with its colour shifted.
+MIN_SIDE = 16
+
+
 @torch.no_grad()
 def upscale_array(model: torch.nn.Module, rgb: np.ndarray, alpha: Optional[np.ndarray] = None,
                   tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
@@ -105,6 +113,11 @@ def upscale_array(model: torch.nn.Module, rgb: np.ndarray, alpha: Optional[np.nd
     """
     scale = _model_scale(model)
     device = torch.device(device) if device is not None else _model_device(model)
+    h, w = rgb.shape[:2]
+    top, left = max(0, MIN_SIDE - h) // 2, max(0, MIN_SIDE - w) // 2
+    if h < MIN_SIDE or w < MIN_SIDE:  # the convs' zero padding would reach the centre of a tiny image
+        rgb = np.pad(rgb, ((top, max(0, MIN_SIDE - h) - top), (left, max(0, MIN_SIDE - w) - left), (0, 0)),
+                     mode="symmetric")
     n_feats = getattr(getattr(model, "config", None), "n_feats", None)
     if n_feats:
         check_memory(rgb.shape[0], rgb.shape[1], scale, n_feats, tile, overlap, device, name=name)
@@ -114,7 +127,8 @@ def upscale_array(model: torch.nn.Module, rgb: np.ndarray, alpha: Optional[np.nd
     bad = int((~torch.isfinite(sr)).sum())
     if bad:  # clamping would save NaN as black and +Inf as white
         raise NonFiniteOutput(f"{name}: the model output has {bad} non-finite value(s) (NaN/Inf); not written")
-    out = sr[0].float().clamp_(0, 1).permute(1, 2, 0).numpy()
+    out = sr[0].float().clamp_(0, 1).permute(1, 2, 0).numpy()[top * scale:(top + h) * scale,
+                                                             left * scale:(left + w) * scale]
     up_alpha = None
     if alpha is not None:
         h, w = alpha.shape[:2]
@@ -242,17 +256,26 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     if not files:
         detail = f" ({problems[0][0]}: {problems[0][1]})" if problems else ""
         raise UsageError("no input images" + detail)
+    created = not out_dir.exists()
     try:  # an output folder that cannot be written fails now, not after the model ran on every image
         check_writable(out_dir / ".lcoan-write-check", what="output")
     except OutputError as exc:
         raise OutputError(out_dir, exc.problem) from None  # name the folder given, not the probe
-    model, weights = load_cli_model(args)
+    try:
+        model, weights = load_cli_model(args)
+    except BaseException:
+        if created:  # a refused run leaves nothing behind, not even the folder the check made
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
     # NHWC weights: oneDNN/cuDNN convs run without layout conversions and LSP's rows are views
     # (0.85x the time for edge on CPU); outputs differ from NCHW by float rounding only
     model = model.to(device, memory_format=torch.channels_last)
     scale = model.scale
     jobs, clashes = _plan(files, out_dir, scale)
     problems += clashes
+    for _src, dst in jobs:  # what a killed run left beside its outputs
+        remove_orphans(dst)
     for path, problem in problems:
         print(f"{path}: {problem}", file=sys.stderr)
 
@@ -280,8 +303,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
             tqdm.write(f"{src}: skipped: {message[:300]}", file=sys.stderr)
     bar.close()
     done = len(jobs) - (failed - len(problems))
-    print(f"wrote {done} image(s) to {out_dir}" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    if failed:  # each failed file is named above; the run ends on the one error line
+        return report(f"{failed} of {len(jobs) + len(problems)} image(s) failed (listed above); wrote {done} to "
+                      f"{out_dir}", EXIT_FAILED)
+    print(f"wrote {done} image(s) to {out_dir}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
