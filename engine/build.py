@@ -299,13 +299,10 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
         raise ExportError(f"TensorRT could not build {onnx_path} ({precision}, profile "
                           f"{profile.label()}): {detail}")
     data = bytes(memoryview(serialized))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out)
-    if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+    from lcoan.safeio import atomic_write
+    atomic_write(out, data)  # then its sidecar: a kill between them leaves a sha256 mismatch, rebuilt
+    if cache_path is not None:  # shared by every build: a reader never sees half of it
+        atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
 
     sidecar = {
         "onnx": str(onnx_path), "onnx_sha256": key.onnx_sha256,

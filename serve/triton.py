@@ -369,97 +369,84 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
                               f"(to build) and {STATIC_PLUGIN_LIB} beside it or as --serve-plugins (for Triton)")
         static_lib = check_static_plugin(serve_plugins)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    from lcoan.safeio import atomic_folder
     tmp_work = None if work else tempfile.TemporaryDirectory(prefix="lcoan_triton_build_")
     work_dir = Path(work) if work else Path(tmp_work.name)
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        model_dir = staging / MODEL_NAME
-        version = model_dir / "1"
-        version.mkdir(parents=True)
-        (model_dir / "configs").mkdir()
+        with atomic_folder(out) as staging:  # built beside out, renamed into place
+            model_dir = staging / MODEL_NAME
+            version = model_dir / "1"
+            version.mkdir(parents=True)
+            (model_dir / "configs").mkdir()
 
-        # the engine
-        engine_out = work_dir / "model.plan"
-        source = prepare_graph(onnx_path=onnx, weights=weights, precision=precision, sort=sort, out=engine_out,
-                               calib=calib, scale=scale, log=log, io=None if onnx else spec)
-        result = build_engine(source.path, engine_out, precision=precision, profile=profile, plugins=plugins,
-                              opt_level=opt_level, log=log, extra={"sort": source.sort, "timings": source.timings})
-        plan = version / "model.plan"
-        shutil.copy2(engine_out, plan)
-        shutil.copy2(cache.sidecar_path(engine_out), cache.sidecar_path(plan))
+            # the engine
+            engine_out = work_dir / "model.plan"
+            source = prepare_graph(onnx_path=onnx, weights=weights, precision=precision, sort=sort, out=engine_out,
+                                   calib=calib, scale=scale, log=log, io=None if onnx else spec)
+            result = build_engine(source.path, engine_out, precision=precision, profile=profile, plugins=plugins,
+                                  opt_level=opt_level, log=log, extra={"sort": source.sort, "timings": source.timings})
+            plan = version / "model.plan"
+            shutil.copy2(engine_out, plan)
+            shutil.copy2(cache.sidecar_path(engine_out), cache.sidecar_path(plan))
 
-        # the CPU graph: FP32 with the counting sort (ONNX Runtime needs no plugin for it)
-        if onnx and not has_plugin_nodes(load_onnx(onnx, external_data=False)) and \
-                _graph_dtype(onnx) == "fp32":
-            cpu_graph = Path(onnx)
-        elif onnx:
-            raise ExportError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
-                              "give that graph as --onnx (or --weights) and choose the engine with --fp16/--int8")
-        else:
-            cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx", io=spec)
-        shutil.copy2(cpu_graph, version / "model.onnx")
-        shutil.copy2(MODEL_PY, version / "model.py")
+            # the CPU graph: FP32 with the counting sort (ONNX Runtime needs no plugin for it)
+            if onnx and not has_plugin_nodes(load_onnx(onnx, external_data=False)) and \
+                    _graph_dtype(onnx) == "fp32":
+                cpu_graph = Path(onnx)
+            elif onnx:
+                raise ExportError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
+                                  "give that graph as --onnx (or --weights) and choose the engine with --fp16/--int8")
+            else:
+                cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx", io=spec)
+            shutil.copy2(cpu_graph, version / "model.onnx")
+            shutil.copy2(MODEL_PY, version / "model.py")
 
-        # configs: I/O from the network the engine was built from, checked against the CPU graph
-        engine_io = plan_io(plan, plugins) or network_io(source.path, plugins)
-        graph_io = onnx_io(version / "model.onnx")
-        differs = io_mismatch(engine_io, graph_io)
-        names = ([s.name for s in engine_io["inputs"]], [s.name for s in engine_io["outputs"]])
-        if names != (list(spec.inputs), list(spec.outputs)):
-            raise ExportError(f"the engine's I/O is {names[0]} -> {names[1]}, not {list(spec.inputs)} -> "
-                              f"{list(spec.outputs)} ({spec.describe()})")
-        if differs:
-            raise ExportError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
-        props = load_onnx(version / "model.onnx", external_data=False).metadata_props
-        scale_used = int({p.key: p.value for p in props}.get("lcoan_scale", scale or 2))  # written by export.to_onnx
-        header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
-                  f"({result.key.device}), profile {profile.label()}.\n"
-                  "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")
-        prod = production_config(engine_io["inputs"], engine_io["outputs"], max_batch=max_batch,
-                                 instances=instances, queue_delay_us=queue_delay_us, header=header)
-        cpu = cpu_config(graph_io["inputs"], graph_io["outputs"], max_batch=max_batch, instances=cpu_instances,
-                         threads=cpu_threads, queue_delay_us=queue_delay_us,
-                         header=f"# LCoAN x{scale_used} on CPU: 1/model.onnx (FP32) through ONNX Runtime in the "
-                                "Python backend.\n# tritonserver --model-config-name=cpu selects this file.\n")
-        for text, path in ((prod, model_dir / "config.pbtxt"), (cpu, model_dir / "configs" / "cpu.pbtxt")):
-            try:
-                parse_config(text, str(path.relative_to(staging)))
-            except ExportError as exc:
-                if "needs tritonclient" not in str(exc):
-                    raise
-                log(f"not checked against Triton's schema: {exc}")
-            path.write_text(text)
+            # configs: I/O from the network the engine was built from, checked against the CPU graph
+            engine_io = plan_io(plan, plugins) or network_io(source.path, plugins)
+            graph_io = onnx_io(version / "model.onnx")
+            differs = io_mismatch(engine_io, graph_io)
+            names = ([s.name for s in engine_io["inputs"]], [s.name for s in engine_io["outputs"]])
+            if names != (list(spec.inputs), list(spec.outputs)):
+                raise ExportError(f"the engine's I/O is {names[0]} -> {names[1]}, not {list(spec.inputs)} -> "
+                                  f"{list(spec.outputs)} ({spec.describe()})")
+            if differs:
+                raise ExportError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
+            props = load_onnx(version / "model.onnx", external_data=False).metadata_props
+            scale_used = int({p.key: p.value for p in props}.get("lcoan_scale", scale or 2))  # written by export.to_onnx
+            header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
+                      f"({result.key.device}), profile {profile.label()}.\n"
+                      "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")
+            prod = production_config(engine_io["inputs"], engine_io["outputs"], max_batch=max_batch,
+                                     instances=instances, queue_delay_us=queue_delay_us, header=header)
+            cpu = cpu_config(graph_io["inputs"], graph_io["outputs"], max_batch=max_batch, instances=cpu_instances,
+                             threads=cpu_threads, queue_delay_us=queue_delay_us,
+                             header=f"# LCoAN x{scale_used} on CPU: 1/model.onnx (FP32) through ONNX Runtime in the "
+                                    "Python backend.\n# tritonserver --model-config-name=cpu selects this file.\n")
+            for text, path in ((prod, model_dir / "config.pbtxt"), (cpu, model_dir / "configs" / "cpu.pbtxt")):
+                try:
+                    parse_config(text, str(path.relative_to(staging)))
+                except ExportError as exc:
+                    if "needs tritonclient" not in str(exc):
+                        raise
+                    log(f"not checked against Triton's schema: {exc}")
+                path.write_text(text)
 
-        plugin_dest = None
-        if static_lib is not None:
-            plugin_dest = model_dir / "plugins" / static_lib.name
-            plugin_dest.parent.mkdir()
-            shutil.copy2(static_lib, plugin_dest)
-            check_static_plugin(plugin_dest)  # the copy is the self-registering library
+            plugin_dest = None
+            if static_lib is not None:
+                plugin_dest = model_dir / "plugins" / static_lib.name
+                plugin_dest.parent.mkdir()
+                shutil.copy2(static_lib, plugin_dest)
+                check_static_plugin(plugin_dest)  # the copy is the self-registering library
 
-        side = json.loads(cache.sidecar_path(plan).read_text())
-        side["triton"] = {"max_batch_size": max_batch,
-                          "io": {k: [s.__dict__ for s in v] for k, v in engine_io.items() if k != "profile"}}
-        cache.sidecar_path(plan).write_text(json.dumps(side, indent=2) + "\n")
-        (staging / "README.md").write_text(repository_readme(
-            out, trt_label=info.label, flavour=info.flavour, precision=precision, profile=profile,
-            max_batch=max_batch, scale=scale_used, plugin=plugin_dest.name if plugin_dest else None,
-            sort=source.sort, io=spec))
-
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            side = json.loads(cache.sidecar_path(plan).read_text())
+            side["triton"] = {"max_batch_size": max_batch,
+                              "io": {k: [s.__dict__ for s in v] for k, v in engine_io.items() if k != "profile"}}
+            cache.sidecar_path(plan).write_text(json.dumps(side, indent=2) + "\n")
+            (staging / "README.md").write_text(repository_readme(
+                out, trt_label=info.label, flavour=info.flavour, precision=precision, profile=profile,
+                max_batch=max_batch, scale=scale_used, plugin=plugin_dest.name if plugin_dest else None,
+                sort=source.sort, io=spec))
     finally:
         if tmp_work is not None:
             tmp_work.cleanup()
