@@ -571,11 +571,16 @@ class BicubicBackend(Backend):
     def __init__(self, scale: int = 2):
         import torch
         self.torch, self.scale = torch, int(scale)
+        try:  # imported here, not on the first frame: a live source would drop frames while it loads
+            import av
+            self.av = av
+        except ImportError:
+            self.av = None
 
     def run_u8(self, batch: np.ndarray, fmt: str, colour=None, infer=None):
-        if infer is not None:
+        if infer is not None or self.av is None:
             return super().run_u8(batch, fmt, colour, infer)
-        import av
+        av = self.av
         from .frames import frame_size
         s = self.scale
         out = None
