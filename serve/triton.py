@@ -356,6 +356,8 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             raise ExportError(f"{given} is inside {out}, which would be replaced; write the repository elsewhere")
     if instances < 1 or cpu_instances < 1:
         raise ExportError("instance counts must be >= 1")
+    from lcoan.safeio import check_writable
+    check_writable(out.parent / f".{out.name}.staging", what="model repository")  # before any build
     profile = serving_profile(max_batch, min_hw, opt_hw, max_hw)
     info = trt_info()   # fail before exporting when TensorRT is missing
     static_lib = None

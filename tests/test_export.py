@@ -483,8 +483,10 @@ def test_file_size_limit_leaves_the_earlier_graph_byte_identical(graphs, weights
     from lcoan.graph_io import save_onnx
     from lcoan.safeio import OutputError
     out = tmp_path / "new" / "g.onnx"  # a missing folder is created
-    status, err = _run(main, ["--weights", str(weights), "--out", str(out)], capsys)
+    status, err = _run(main, ["--weights", str(weights), "--out", str(out), "--io", "i420", "--range", "full"], capsys)
     assert status == 0, err
+    from lcoan.graph_io import read_io
+    assert (read_io(out).mode, read_io(out).range) == ("i420", "full")
     before = out.read_bytes()
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     try:

@@ -23,7 +23,7 @@ from engine.runtime import engine_runner, require_runtime
 from engine.trt import flavour, import_trt
 from export import ort_ops
 from export.errors import ExportError
-from lcoan.graph_io import INPUT_NAME, read_metadata
+from lcoan.graph_io import INPUT_NAME, load_onnx, read_metadata
 
 from . import parity
 
@@ -38,11 +38,9 @@ def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, imag
     Set5 + Set14. The report is ``verify.parity``'s (drift, Y-PSNR per image); Polygraphy's
     ``Comparator`` checks the same outputs with its own tolerances.
     """
-    import onnx
-
     from export.precision import graph_precision
     require_runtime()
-    proto = onnx.load(str(onnx_path))
+    proto = load_onnx(onnx_path)
     scale = scale or read_metadata(proto, str(onnx_path)).scale or 2
     side = cache.read_sidecar(engine) or {}
     precision = precision or side.get("precision") or graph_precision(proto)

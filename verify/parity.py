@@ -469,7 +469,7 @@ def _main(args) -> int:
                                                                              report.thresholds)))
     if problems:
         print(f"error: {len(problems)} image(s) could not be read (listed above)", file=sys.stderr)
-    print(f"parity {'PASS' if report.passed else 'FAIL'}: {onnx_path} ({io.describe()}) vs PyTorch on {len(report.images)} "
+    print(f"parity {'PASS' if report.passed else 'FAIL'}: {onnx_path} ({io.describe()} I/O) vs PyTorch on {len(report.images)} "
           f"image(s); " + (f"wrote {', '.join(written)}" if written else "wrote nothing (no --json)"))
     return 0 if report.passed and not problems else 1
 
