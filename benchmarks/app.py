@@ -230,6 +230,10 @@ def _video_bench(args, work: Path) -> dict:
             "repeats": args.repeats, "reference_fps": ref, "rows": rows}
 
 
+def _fps(v: float) -> str:
+    return f"{v:.1f}" if v >= 10 else f"{v:.3g}"
+
+
 def video_table(result: dict) -> str:
     head = ("| pipeline | app fps | x reference | model-only fps | x model-only | decode | pre | infer | post "
             "| encode (host ms/frame) | frames out |")
@@ -241,7 +245,7 @@ def video_table(result: dict) -> str:
                          f"| {r.get('note', '')} |")
             continue
         st = r["stages_ms"]
-        lines.append(f"| {r['label']} | {r['fps']:.1f} | {r['vs_reference']:.2f} | {r['model_only_fps']:.1f} "
+        lines.append(f"| {r['label']} | {_fps(r['fps'])} | {r['vs_reference']:.2f} | {_fps(r['model_only_fps'])} "
                      f"| {r['vs_model_only']:.2f} | " + " | ".join(f"{st[k]:.1f}" for k in
                                                                ("decode", "pre", "infer", "post", "encode"))
                      + f" | {r['frames_written']} at {r['size']}" + (f"; {r['note']}" if r.get("note") else "") + " |")
