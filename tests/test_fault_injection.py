@@ -119,9 +119,9 @@ def serve(req):
         if status is None and time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             status = "timeout"
-    _, st = os.waitpid(pid, 0)
+    _, st, usage = os.wait4(pid, 0)
     status = status or os.waitstatus_to_exitcode(st)
-    return {"code": status, "stdout": texts[pipes[0][0]].decode(errors="replace"),
+    return {"code": status, "cpu_s": usage.ru_utime + usage.ru_stime, "stdout": texts[pipes[0][0]].decode(errors="replace"),
             "stderr": texts[pipes[1][0]].decode(errors="replace")}
 
 
@@ -136,6 +136,7 @@ class Zygote:
                "LCOAN_CACHE": str(REPO / ".pytest_cache" / "lcoan")}
         self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, json.dumps(list(SCRIPTS.values()))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=REPO, env=env)
+        self.cpu_s = 0.0  # CPU seconds of its cases, for the timings
 
     def run(self, script, args, cwd, fsize=None, hook=None, hook_dir=None, timeout=120):
         """Run console script ``script`` with ``args``; returns (status, stdout, stderr)."""
@@ -146,6 +147,7 @@ class Zygote:
         reply = self.proc.stdout.readline()
         assert reply, "the zygote died"
         reply = json.loads(reply)
+        self.cpu_s += reply["cpu_s"]
         return reply["code"], reply["stdout"], reply["stderr"]
 
     def close(self):
@@ -381,6 +383,7 @@ class Outcome:
     named: str = ""                   # the file the one line should name
     rerun: tuple | None = None        # (status, stderr, out snapshot) of the run after a kill
     seconds: float = 0.0
+    cpu_s: float = 0.0
 
 
 class Runner:
@@ -445,7 +448,7 @@ class Runner:
         inputs_before, out_before = snapshot(folder / "in"), snapshot(folder / "out")
         z = self.zygote()
         try:
-            t0 = time.monotonic()
+            t0, cpu0 = time.monotonic(), z.cpu_s
             code, _, err = z.run(case.tool, args, folder, fsize=fsize, hook=hook, hook_dir=folder / "out")
             result = Outcome(code, err, snapshot(folder / "in") == inputs_before, out_before,
                              snapshot(folder / "out"), named or "")
@@ -453,6 +456,7 @@ class Runner:
                 code2, _, err2 = z.run(case.tool, args, folder)
                 result.rerun = (code2, err2, snapshot(folder / "out"))
             result.seconds = time.monotonic() - t0
+            result.cpu_s = z.cpu_s - cpu0
         finally:
             self.release(z)
         return result
@@ -509,7 +513,8 @@ def outcomes(request, tmp_path_factory):
         runner.close()
     if os.environ.get("LCOAN_FAULT_TIMES"):
         Path(os.environ["LCOAN_FAULT_TIMES"]).write_text(json.dumps(
-            {k: [v.code, round(v.seconds, 2), v.stderr[-400:]] for k, v in results.items()}, indent=1))
+            {k: [v.code, round(v.seconds, 2), round(v.cpu_s, 2), v.stderr[-400:]] for k, v in results.items()},
+            indent=1))
     return results
 
 
@@ -580,3 +585,36 @@ def test_fault(outcomes, case):
         assert res.out_after == res.out_before, f"the earlier output changed; new files: {stray}"
     else:
         assert not [n for n in stray if is_temporary(n)], stray
+
+
+# --------------------------------------------------------------------------- engines
+# The engine readers (the app's TensorRT backend, parity --engine, Triton's plan) all load through
+# engine.runtime.Engine, which runs engine.cache's file checks before TensorRT or a GPU is needed:
+# the damage of the engine kind is checked there, on any machine, in the same table form.
+ENGINE_DAMAGES = {
+    "zero-byte": lambda e, s: e.write_bytes(b""),
+    "truncated": lambda e, s: e.write_bytes(e.read_bytes()[:64]),
+    "not-that-format": lambda e, s: e.write_bytes(b"\x89PNG\r\n\x1a\n not an engine"),
+    "sidecar missing": lambda e, s: s.unlink(),
+    "sidecar not JSON": lambda e, s: s.write_text(s.read_text()[:30]),
+    "sidecar of another engine": lambda e, s: s.write_text(s.read_text().replace(
+        json.loads(s.read_text())["engine_sha256"], "0" * 64)),
+    "another TensorRT": lambda e, s: None,
+}
+
+
+@pytest.mark.parametrize("how", ENGINE_DAMAGES)
+def test_engine_loader_names_the_file_in_one_line(tmp_path, how):
+    from engine import cache
+    from export.errors import ExportError
+    engine = tmp_path / "g.engine"
+    engine.write_bytes(bytes(range(256)) * 4)
+    key = cache.EngineKey("0" * 64, "tensorrt_rtx 1.7.1", "cpu-build", "fp32", {})
+    cache.write_sidecar(engine, key, engine_sha256=cache.sha256_file(engine))
+    assert cache.check_loadable(engine, "tensorrt_rtx 1.7.1")["key"]["trt"] == "tensorrt_rtx 1.7.1"
+    ENGINE_DAMAGES[how](engine, cache.sidecar_path(engine))
+    with pytest.raises(ExportError) as info:
+        cache.check_loadable(engine, "tensorrt 10.3.0")
+    message = str(info.value)
+    assert str(engine) in message and "\n" not in message, message
+    assert ("tensorrt_rtx 1.7.1" in message) == (how == "another TensorRT"), message

@@ -310,3 +310,16 @@ def test_engine_checks_run_before_the_gpu_check(tmp_path):
 def _has_trt() -> bool:
     import importlib.util
     return importlib.util.find_spec("tensorrt") is not None
+
+
+# --------------------------------------------------------------------------- tiny images
+def test_tiny_image_is_mirrored_out_so_its_colour_holds(tiny):
+    """A 1x1 image runs as the 16x16 of its colour (mirror padding), not with zero borders."""
+    from lcoan.upscale import MIN_SIDE, upscale_array
+    colour = np.array([0.8, 0.3, 0.1], np.float32)
+    one, _ = upscale_array(tiny, np.tile(colour, (1, 1, 1)))
+    full, _ = upscale_array(tiny, np.tile(colour, (MIN_SIDE, MIN_SIDE, 1)))
+    assert one.shape == (2, 2, 3)
+    np.testing.assert_allclose(one, full[MIN_SIDE - 2:MIN_SIDE, MIN_SIDE - 2:MIN_SIDE], atol=1e-6)
+    odd, _ = upscale_array(tiny, np.random.default_rng(0).random((3, 5, 3), dtype=np.float32))
+    assert odd.shape == (6, 10, 3) and np.isfinite(odd).all()
