@@ -350,32 +350,6 @@ def _data_files(path: Path) -> list[Path]:
     return [p for p in path.parent.iterdir() if pattern.match(p.name)]
 
 
-# Temporary files older than this process belong to a run that was killed (a run still writing
-# keeps touching its own); see safeio's naming.
-_STARTED = __import__("time").time()
-
-
-def _remove_stale_temporaries(path: Path) -> list[Path]:
-    """Temporary files of :func:`save_onnx`'s writes of ``path`` (and its data files) that a
-    killed run left, removed: only this naming, only files last written before this run began."""
-    from .safeio import temp_prefix
-    removed = []
-    if not path.parent.is_dir():
-        return removed
-    prefixes = (temp_prefix(path), f".{path.name}.")
-    for entry in path.parent.iterdir():
-        name = entry.name
-        if not name.startswith(prefixes) or ".tmp" not in name:
-            continue
-        try:
-            if entry.is_file() and entry.stat().st_mtime < _STARTED:
-                entry.unlink()
-                removed.append(entry)
-        except OSError:
-            pass
-    return removed
-
-
 def save_onnx(proto, path: PathLike, *, external_data: bool | None = None, inputs=()) -> Path:
     """Write ``proto`` to ``path`` atomically (:mod:`lcoan.safeio`); returns ``path``.
 
@@ -390,10 +364,12 @@ def save_onnx(proto, path: PathLike, *, external_data: bool | None = None, input
     use are removed afterwards. A reader therefore sees the old graph with its old data or the new
     one with its new data, never a mix.
     """
-    from .safeio import OutputError, atomic_write, refuse_overwrite
+    from .safeio import OutputError, atomic_write, refuse_overwrite, remove_orphans
     path = Path(path)
     refuse_overwrite(path, inputs, what="ONNX graph")
-    _remove_stale_temporaries(path)
+    # temporaries a killed write of this graph (or of its data files: same prefix) left; a live
+    # writer's are locked and stay (safeio)
+    remove_orphans(path)
     if external_data is None:
         external_data = proto.ByteSize() > _EXTERNAL_ABOVE
     if not external_data:
@@ -430,7 +406,7 @@ def save_onnx(proto, path: PathLike, *, external_data: bool | None = None, input
         blobs.append(raw)
         offset += len(raw)
     existed = data_path.exists()
-    atomic_write(data_path, lambda tmp: Path(tmp).write_bytes(b"".join(blobs)))
+    atomic_write(data_path, b"".join(blobs))
     try:
         atomic_write(path, model.SerializeToString())
     except BaseException:

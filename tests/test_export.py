@@ -509,18 +509,28 @@ def test_a_killed_write_leaves_nothing_after_the_next_run(graphs, tmp_path):
     from lcoan.graph_io import save_onnx
     out = tmp_path / "g.onnx"
     save_onnx(graphs["onnx"], out)
-    # what a SIGKILL during a write leaves: a hidden temporary beside the graph (and its data file)
+    # what a SIGKILL during a write leaves: a hidden temporary beside the graph (and its data file),
+    # which no live process holds; a writer holds its own under flock until the rename
+    import fcntl
     stale = [tmp_path / ".g.onnx.k1ll3d.tmp.onnx", tmp_path / ".g.onnx.0123456789ab.data.x9.tmp.data"]
     for p in stale:
         p.write_bytes(b"partial")
-        os.utime(p, (1_000_000_000, 1_000_000_000))
     running = tmp_path / ".g.onnx.st1ll.tmp.onnx"  # another run, writing now: not ours to remove
     running.write_bytes(b"partial")
     other = tmp_path / ".h.onnx.abc.tmp.onnx"      # another file's temporary
     other.write_bytes(b"x")
-    os.utime(other, (1_000_000_000, 1_000_000_000))
-    save_onnx(graphs["plugin"], out)
+    probe = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); "
+                              "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                              str(running)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert probe.stdout.readline().strip() == "locked"
+        save_onnx(graphs["plugin"], out)
+    finally:
+        probe.kill()
+        probe.wait()
     assert not any(p.exists() for p in stale) and running.exists() and other.exists()
+    with open(running, "rb") as fh:  # its writer gone, the next write takes it for stale
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert onnx.load(str(out)) == graphs["plugin"]
     # external data: the graph's rename commits both files; the old data file goes after it
     save_onnx(graphs["onnx"], out, external_data=True)
