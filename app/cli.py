@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
-from .pipeline import STAGES, Pipeline, PipelineConfig
+from .stream import STAGES, Pipeline, PipelineConfig
 from .sinks import SinkError, open_sink
 from .sources import LIVE_PREFIXES, VIDEO_SUFFIXES, open_source
 from lcoan.cli import DEFAULT_OVERLAP

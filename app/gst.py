@@ -44,8 +44,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .sinks import Sink, SinkError
-from .sources import Frame, Source, SourceError
+from .endpoints import Frame, Sink, SinkError, Source, SourceError
+from .stream import LatencyHistogram
 
 __all__ = ["available", "wants_source", "wants_sink", "open_gst_source", "open_gst_sink",
            "GstSource", "GstSink", "PACKAGES", "source_pipeline", "sink_pipeline"]
@@ -499,7 +499,6 @@ class GstSink(Sink):
         encoders = [e for e in _elements(self.pipeline)
                     if e.get_factory() is not None and "Encoder" in (e.get_factory().get_metadata("klass") or "")]
         if encoders:
-            from .pipeline import LatencyHistogram
             self.capture_latency = LatencyHistogram()
             encoders[0].get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_encoded)
         self.size: Optional[tuple[int, int]] = None

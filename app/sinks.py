@@ -1,6 +1,6 @@
 """Frame sinks, all through PyAV (no ffmpeg subprocess) and Pillow for still images; the sources
-and the :class:`~app.sources.Frame` they produce are in :mod:`app.sources`, GStreamer sinks in
-:mod:`app.gst`.
+are in :mod:`app.sources`, the :class:`~app.endpoints.Frame` they produce and the :class:`Sink`
+interface in :mod:`app.endpoints`, GStreamer sinks in :mod:`app.gst`.
 
 Sinks (:func:`open_sink`)
     ``out.mp4|.mkv|.mov|.avi|.webm``  a video file: the source's frame rate and time base, audio
@@ -20,28 +20,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from lcoan.errors import LcoanError
 
-from .sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, Passthrough, Source, _one_line, _require_av
+from .endpoints import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, Passthrough, Sink, SinkError, Source,
+                        first_line, require_av)
 
 __all__ = ["SinkError", "open_sink"]
-
-
-class SinkError(LcoanError, RuntimeError):
-    """An output that cannot be written (one line)."""
-
-
-class Sink:
-    kind = "sink"
-
-    def write(self, frame: Frame) -> None:
-        raise NotImplementedError
-
-    def write_passthrough(self, item: Passthrough) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class NullSink(Sink):
@@ -102,7 +85,7 @@ class ImageSink(Sink):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SinkError(f"{folder}: cannot create the output folder ({exc.strerror or _one_line(exc)})") from None
+            raise SinkError(f"{folder}: cannot create the output folder ({exc.strerror or first_line(exc)})") from None
 
     def write(self, frame: Frame) -> None:
         name = self.names.get(frame.path) if frame.path else None
@@ -126,7 +109,7 @@ class SingleImageSink(Sink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"{self.path.parent}: cannot create the output folder "
-                            f"({exc.strerror or _one_line(exc)})") from None
+                            f"({exc.strerror or first_line(exc)})") from None
 
     def write(self, frame: Frame) -> None:
         _save_png(self.path, _rgb(frame))
@@ -157,7 +140,7 @@ def codec_opens(name: str) -> Optional[str]:
                 ctx.open()
                 _OPENS[name] = None
             except Exception as exc:
-                _OPENS[name] = f"does not open here ({_one_line(exc)})"
+                _OPENS[name] = f"does not open here ({first_line(exc)})"
     return _OPENS[name]
 
 
@@ -193,7 +176,7 @@ class VideoSink(Sink):
     def __init__(self, path: str, fps: Optional[Fraction], time_base: Optional[Fraction],
                  audio=None, codec: Optional[str] = None, crf: Optional[int] = None,
                  preset: Optional[str] = None, realtime: bool = False, colour=None):
-        av = _require_av()
+        av = require_av()
         self.path = path
         self.fps = Fraction(fps) if fps else Fraction(30)
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
@@ -209,7 +192,7 @@ class VideoSink(Sink):
             self.container = av.open(str(self._file.tmp), "w", format=_muxer(path))
         except Exception as exc:
             self._file.discard()
-            raise SinkError(f"cannot write {path}: {_one_line(exc)}") from None
+            raise SinkError(f"cannot write {path}: {first_line(exc)}") from None
         self.stream = None
         self.audio_out = None
         if audio is not None:

@@ -13,94 +13,26 @@ Corrupt input is skipped and counted, never fatal: a video packet the decoder re
 FFmpeg flags as corrupt, a packet the decoder silently drops (counted as packets with data minus
 decoded frames) or an image file that cannot be read.
 
-The items sources produce (:class:`Frame`, :class:`Passthrough`), the suffix lists and the PyAV
-import live here; :mod:`app.sinks` takes them from this module.
+The items sources produce (:class:`Frame`, :class:`Passthrough`), the :class:`Source` interface,
+the suffix lists and the PyAV import live in :mod:`app.endpoints`, which the sinks and
+:mod:`app.gst` share.
 """
 from __future__ import annotations
 
 import glob as globlib
 import os
 import re
-import threading
 import time
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
-from lcoan.errors import LcoanError
+
+from .endpoints import (IMAGE_SUFFIXES, LIVE_PREFIXES, VIDEO_SUFFIXES, Frame, Passthrough, Source,
+                        SourceError, first_line, require_av)
 
 __all__ = ["Frame", "Passthrough", "SourceError", "open_source", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "LIVE_PREFIXES"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
-# Inputs that app.gst opens (live or streamed, never still images).
-LIVE_PREFIXES = ("gst:", "csi:", "rtsp://", "rtsps://", "camera:")
-
-
-class SourceError(LcoanError, RuntimeError):
-    """An input that cannot be opened at all (one line)."""
-
-
-@dataclass
-class Frame:
-    """One decoded frame on its way through the pipeline."""
-    index: int                     # position in the source (0-based, counting good frames)
-    image: np.ndarray              # uint8 in ``fmt`` (LR in, SR after inference): app.frames
-    pts: Optional[int] = None
-    time_base: Optional[Fraction] = None
-    name: Optional[str] = None     # source file name for image inputs
-    path: Optional[str] = None     # source file path for image inputs (names output files)
-    t_source: float = 0.0          # perf_counter() when the frame left the decoder
-    lr: Optional[np.ndarray] = None  # the LR image kept for previews
-    stamps: dict = field(default_factory=dict)
-    fmt: str = "rgb24"             # "yuv420p": stacked planes (H*3/2, W); "rgb24": (H, W, 3)
-    colour: Optional[object] = None  # app.frames.Colour of a video stream (None: RGB or untagged)
-
-
-@dataclass
-class Passthrough:
-    """A non-video item (an audio packet) carried along the pipeline to the sink."""
-    packet: object
-
-
-def _require_av():
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        raise SourceError("video input/output needs PyAV: pip install 'lcoan-edge[app]' (av)") from None
-    import av
-    return av
-
-
-class Source:
-    fps: Optional[Fraction] = None     # nominal frame rate (None: unknown, e.g. images)
-    time_base: Optional[Fraction] = None
-    total: Optional[int] = None        # frame count if known
-    audio = None                       # input audio stream (for remuxing) or None
-    live = False                       # frames arrive in real time (camera)
-    kind = "source"
-
-    def __init__(self):
-        self.corrupt = 0
-        self.problems: list[str] = []  # one line each, naming the file: reported even with --quiet
-        self.truncated: Optional[str] = None  # why the input looks cut short, or None
-        self.inputs: list[str] = []  # files and folders read, which no output may overwrite
-        self._stop = threading.Event()
-
-    def problem(self, text: str) -> None:
-        if len(self.problems) < 1000:  # a badly damaged stream must not grow memory without bound
-            self.problems.append(" ".join(str(text).split()))
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def __iter__(self) -> Iterator[Frame | Passthrough]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 class VideoSource(Source):
@@ -109,12 +41,12 @@ class VideoSource(Source):
     def __init__(self, path: str, fmt: Optional[str] = None, options: Optional[dict] = None,
                  live: bool = False, hwdec: str = "auto"):
         super().__init__()
-        av = _require_av()
+        av = require_av()
         self.path, self.live = path, live
         try:
             self.container = av.open(path, format=fmt, options=options or {})
         except Exception as exc:  # FileNotFoundError, InvalidDataError, device errors
-            raise SourceError(f"cannot open {path}: {_one_line(exc)}") from None
+            raise SourceError(f"cannot open {path}: {first_line(exc)}") from None
         if not self.container.streams.video:
             self.container.close()
             raise SourceError(f"{path}: no video stream")
@@ -144,7 +76,7 @@ class VideoSource(Source):
             if packet.size:
                 self.rejected += 1
                 self.problem(f"{self.path}: a video packet near {self._at(packet.pts)} was rejected by the "
-                             f"decoder ({_one_line(exc)}); its frame is skipped")
+                             f"decoder ({first_line(exc)}); its frame is skipped")
             return []
 
     def _expected_end(self) -> Optional[float]:
@@ -189,7 +121,7 @@ class VideoSource(Source):
             except Exception as exc:  # a damaged container packet: resume demuxing after it
                 failures += 1
                 self.corrupt += 1
-                self.problem(f"{self.path}: damaged container data after packet {self.packets} ({_one_line(exc)})")
+                self.problem(f"{self.path}: damaged container data after packet {self.packets} ({first_line(exc)})")
                 if failures > 100:
                     break
                 demux = self.container.demux(*streams)
@@ -269,7 +201,7 @@ class ImageSource(Source):
                     image = np.asarray(im.convert("RGB"))
             except Exception as exc:  # truncated, not an image, unreadable
                 self.corrupt += 1
-                reason = "permission denied" if isinstance(exc, PermissionError) else _one_line(exc)
+                reason = "permission denied" if isinstance(exc, PermissionError) else first_line(exc)
                 self.problem(f"{path}: unreadable image skipped ({reason})")
                 continue
             yield Frame(index=index, image=np.ascontiguousarray(image), name=Path(path).name, path=path,
@@ -323,13 +255,8 @@ def open_decoder(stream, hwdec: str = "auto", live: bool = False):
         ctx.width, ctx.height = soft.width, soft.height
         ctx.open()
     except Exception as exc:  # no driver, no GPU, wrong codec: software decode, said in one line
-        return soft, f"{threads} ({want} does not open here: {_one_line(exc)})"
+        return soft, f"{threads} ({want} does not open here: {first_line(exc)})"
     return ctx, f"{want} (NVDEC)"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _natural_key(path: str):
@@ -361,7 +288,7 @@ def open_source(spec: str, queue_size: int = 4, hwdec: str = "auto") -> Source:
         if gst.wants_source(spec):
             return gst.open_gst_source(spec, queue_size=queue_size)
     if spec.startswith("camera:"):
-        av = _require_av()
+        av = require_av()
         device = spec.split(":", 1)[1] or "0"
         path = f"/dev/video{device}" if device.isdigit() else device
         if "v4l2" not in av.formats_available:

@@ -102,7 +102,7 @@ def reference_loop(clip: str, out: str, scale: int = 2) -> dict:
 
 def app_run(clip: str, out: str, backend) -> dict:
     """The app's pipeline with the CLI's defaults, into a real file."""
-    from app.pipeline import Pipeline, PipelineConfig
+    from app.stream import Pipeline, PipelineConfig
     from app.sinks import open_sink
     from app.sources import open_source
     source = open_source(clip)
@@ -172,9 +172,9 @@ def _backends(names: list[str], gpu: bool, folder: Path):
 
 def _ort_backend(weights: str, device, folder: Path):
     """ORT on the i420 graph where the exporter has integer I/O, else the float graph."""
-    from app.backends import OrtBackend, _load_torch_model
+    from app.backends import OrtBackend, load_torch_model
     from export.to_onnx import export_onnx
-    model, _ = _load_torch_model(weights, 2)
+    model, _ = load_torch_model(weights, 2)
     path = folder / "model.onnx"
     dtype = "fp16" if device == "cuda" else "fp32"   # as the torch rows: FP16 on the GPU
     try:
@@ -255,7 +255,7 @@ def video_table(result: dict) -> str:
 def soak(n: int, size: int, backend_name: str, model: str | None, out: str | None) -> dict:
     """``n`` synthetic frames through the app; RSS at start and end (flat memory check)."""
     from app.backends import load_backend
-    from app.pipeline import Pipeline, PipelineConfig, rss_mb
+    from app.stream import Pipeline, PipelineConfig, rss_mb
     from app.sinks import open_sink
     from app.sources import SyntheticSource
     rss_before_imports = rss_mb()

@@ -14,7 +14,8 @@ launch through ``execute_async_v3`` on the current torch CUDA stream (TensorRT 1
 TensorRT-RTX share this API). The engine's sidecar is checked before deserialising
 (``engine.cache.check_loadable``), and before the GPU check, so a wrong or truncated engine is
 reported as such on any machine. Without a TensorRT runtime or a CUDA GPU the constructor then
-raises a one-line :class:`RuntimeUnavailable`.
+raises a one-line :class:`RuntimeUnavailable`; any other problem with an engine is an
+:class:`engine.errors.EngineError` (the sidecar checks raise ``engine.cache``'s error).
 
 Comparing an engine with ONNX Runtime (the parity report and Polygraphy) is ``verify.engine``'s.
 """
@@ -26,14 +27,14 @@ from typing import Sequence
 
 import numpy as np
 
-from export.errors import ExportError
 from lcoan.graph_io import INPUT_NAME, OUTPUT_NAME
 
 from . import cache
+from .errors import EngineError
 from .trt import device_info, import_trt, trt_info
 
 
-class RuntimeUnavailable(ExportError):
+class RuntimeUnavailable(EngineError):
     """No TensorRT runtime or no CUDA GPU to run engines on."""
 
 
@@ -52,7 +53,7 @@ def require_runtime():
     """``(trt, torch)`` when engines can run here; otherwise a one-line RuntimeUnavailable."""
     try:
         trt = import_trt()
-    except ExportError as exc:
+    except EngineError as exc:
         raise RuntimeUnavailable(str(exc)) from None
     return trt, _torch_cuda()
 
@@ -68,7 +69,7 @@ class Engine:
         side = cache.check_engine_file(self.path) if check_sidecar else {}
         try:
             trt = import_trt()
-        except ExportError as exc:
+        except EngineError as exc:
             raise RuntimeUnavailable(str(exc)) from None
         if check_sidecar:
             cache.check_built_for(self.path, side, trt_info(trt).label)
@@ -88,7 +89,7 @@ class Engine:
             self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
                 errors = self._logger.errors()
-                raise ExportError(f"{self.path}: TensorRT could not deserialize the engine"
+                raise EngineError(f"{self.path}: TensorRT could not deserialize the engine"
                                   + (f": {' '.join(errors[-1].split())[:200]}" if errors else ""))
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -97,7 +98,7 @@ class Engine:
         from lcoan.graph_io import IO_NAMES
         mode = next((m for m, (i, o) in IO_NAMES.items() if self.inputs == i and self.outputs == o), None)
         if mode is None:
-            raise ExportError(f"{self.path}: expected tensors {INPUT_NAME!r} -> {OUTPUT_NAME!r} or y, u, v -> "
+            raise EngineError(f"{self.path}: expected tensors {INPUT_NAME!r} -> {OUTPUT_NAME!r} or y, u, v -> "
                               f"y_sr, u_sr, v_sr, got {list(self.inputs)} -> {list(self.outputs)}")
         if mode != "i420" and self._dtype(INPUT_NAME) == torch.uint8:
             mode = "rgb8"
@@ -112,7 +113,7 @@ class Engine:
         table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
                  trt.DataType.UINT8: torch.uint8, trt.DataType.INT8: torch.int8, trt.DataType.INT32: torch.int32}
         if dt not in table:
-            raise ExportError(f"{self.path}: tensor {name!r} has type {dt}, which this runtime does not feed")
+            raise EngineError(f"{self.path}: tensor {name!r} has type {dt}, which this runtime does not feed")
         return table[dt]
 
     def run(self, feeds: dict, stream=None) -> dict:
@@ -132,13 +133,13 @@ class Engine:
         stream = stream or torch.cuda.current_stream(self.device)
         if not ctx.execute_async_v3(stream.cuda_stream):
             shapes = {k: tuple(v.shape) for k, v in keep.items()}
-            raise ExportError(f"{self.path}: execute_async_v3 failed for inputs {shapes}")
+            raise EngineError(f"{self.path}: execute_async_v3 failed for inputs {shapes}")
         return outs
 
     def check_shape(self, shape: Sequence[int]) -> None:
         lo, _opt, hi = self.profile
         if len(shape) != 4 or any(not lo[i] <= shape[i] <= hi[i] for i in range(4)):
-            raise ExportError(f"input shape {tuple(shape)} is outside the engine's profile "
+            raise EngineError(f"input shape {tuple(shape)} is outside the engine's profile "
                               f"{'x'.join(map(str, lo))} .. {'x'.join(map(str, hi))}; rebuild with "
                               "--min/--max, or tile the image")
 
@@ -146,9 +147,9 @@ class Engine:
         """``lr``: torch CUDA float32 ``[N, 3, h, w]``; returns ``sr`` (float32, same device)."""
         torch = self.torch
         if self.mode != "float":
-            raise ExportError(f"{self.path}: a {self.mode} engine takes uint8 frames; use run()")
+            raise EngineError(f"{self.path}: a {self.mode} engine takes uint8 frames; use run()")
         if not isinstance(lr, torch.Tensor) or not lr.is_cuda:
-            raise ExportError("Engine expects a torch CUDA tensor; use run_numpy for arrays")
+            raise EngineError("Engine expects a torch CUDA tensor; use run_numpy for arrays")
         lr = lr.to(device=self.device, dtype=torch.float32).contiguous()
         self.check_shape(lr.shape)
         ctx = self.context
@@ -159,7 +160,7 @@ class Engine:
         ctx.set_tensor_address(OUTPUT_NAME, sr.data_ptr())
         stream = stream or torch.cuda.current_stream(self.device)
         if not ctx.execute_async_v3(stream.cuda_stream):
-            raise ExportError(f"{self.path}: execute_async_v3 failed for input {tuple(lr.shape)}")
+            raise EngineError(f"{self.path}: execute_async_v3 failed for input {tuple(lr.shape)}")
         return sr
 
     def run_numpy(self, lr: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from export.errors import ExportError
+from .errors import EngineError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 CPU_BUILD = "cpu-build"
@@ -36,7 +36,7 @@ INSTALL_HINT = ("install TensorRT: `pip install tensorrt-rtx-cu13` (TensorRT for
                 "python3-libnvinfer`; JetPack 6 ships TensorRT 10.3)")
 
 
-class TrtNotInstalled(ExportError):
+class TrtNotInstalled(EngineError):
     """Neither ``tensorrt`` nor ``tensorrt_rtx`` can be imported."""
 
 
@@ -47,7 +47,7 @@ def _candidates() -> tuple[str, ...]:
     wanted = os.environ.get("LCOAN_TRT", "").strip()
     if wanted:
         if wanted not in FLAVOURS:
-            raise ExportError(f"LCOAN_TRT={wanted!r}: expected one of {', '.join(FLAVOURS)}")
+            raise EngineError(f"LCOAN_TRT={wanted!r}: expected one of {', '.join(FLAVOURS)}")
         return (wanted,)
     return FLAVOURS
 
@@ -222,7 +222,7 @@ def check_plugin_library(trt: ModuleType, path: str | os.PathLike) -> PluginBuil
     want = plugin_abi_major(trt)
     if info is not None and info.major != want:
         runtime = trt_info(trt).label + (f" (plugin ABI of TensorRT {want})" if flavour(trt) == "tensorrt_rtx" else "")
-        raise ExportError(f"plugin library {path} was compiled against TensorRT {info.tensorrt_version} headers "
+        raise EngineError(f"plugin library {path} was compiled against TensorRT {info.tensorrt_version} headers "
                           f"but this process runs {runtime}; build one for TensorRT {want}: "
                           f"`python -m plugins.build --tensorrt-root <TensorRT {want} prefix>`")
     return info
@@ -285,7 +285,7 @@ def require_rtx_plugins_ready(trt: ModuleType | None = None) -> None:
     trt = trt or import_trt()
     if not rtx_plugins_ready(trt):
         folder = rtx_library_dir(trt)
-        raise ExportError(f"TensorRT-RTX opens {RTX_UNVERSIONED} when it creates a plugin and it is not on the "
+        raise EngineError(f"TensorRT-RTX opens {RTX_UNVERSIONED} when it creates a plugin and it is not on the "
                           f"library path (the wheel ships only {RTX_UNVERSIONED}.1); start the process with "
                           f"LD_LIBRARY_PATH={folder}:$LD_LIBRARY_PATH (the link there was just made)")
 

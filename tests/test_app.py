@@ -18,7 +18,7 @@ av = pytest.importorskip("av")
 from app.backends import (BackendUnavailable, BicubicBackend, OrtBackend, SlowedBackend,  # noqa: E402
                           TorchBackend, load_backend)
 from app.cli import main as cli_main  # noqa: E402
-from app.pipeline import LatencyHistogram, Pipeline, PipelineConfig  # noqa: E402
+from app.stream import LatencyHistogram, Pipeline, PipelineConfig  # noqa: E402
 from app.sinks import VideoSink, open_sink  # noqa: E402
 from app.sources import Frame, ImageSource, SyntheticSource, open_source  # noqa: E402
 from conftest import interrupt_when_ready  # noqa: E402
@@ -267,7 +267,7 @@ def test_sigint_leaves_a_playable_file(tmp_path):
 
 
 def test_memory_stays_flat_over_hundreds_of_frames():
-    from app.pipeline import rss_mb
+    from app.stream import rss_mb
     backend = BicubicBackend(2)
     Pipeline(SyntheticSource(100), backend, open_sink("null", None)).run()  # warm up allocators
     start = rss_mb()

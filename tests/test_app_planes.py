@@ -13,7 +13,7 @@ av = pytest.importorskip("av")
 from app.backends import BicubicBackend, TorchBackend  # noqa: E402
 from app.cli import main  # noqa: E402
 from app.frames import Colour, colour_check, from_float, to_float  # noqa: E402
-from app.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from app.stream import Pipeline, PipelineConfig  # noqa: E402
 from app.sinks import choose_encoder, codec_opens, open_sink  # noqa: E402
 from app.sources import open_source  # noqa: E402
 

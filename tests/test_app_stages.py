@@ -1,4 +1,4 @@
-"""The pipeline's stage protocol (app/pipeline.py ``_stage``/``_take``/``_inbox``) with in-memory
+"""The pipeline's stage protocol (app/stream.py ``_stage``/``_take``/``_inbox``) with in-memory
 sources and sinks: packets keep their place among the frames through batching and size changes,
 and a stage that fails ends the run with its name, the sink discarded, no thread left waiting."""
 import threading
@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("av", reason="app extra not installed")
 
 from app.backends import BicubicBackend  # noqa: E402
-from app.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from app.sources import Frame, Passthrough, Source  # noqa: E402
+from app.stream import Pipeline, PipelineConfig  # noqa: E402
+from app.endpoints import Frame, Passthrough, Source  # noqa: E402
 
 
 class ListSource(Source):

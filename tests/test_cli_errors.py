@@ -14,9 +14,9 @@ from lcoan import errors
 USER_ERRORS = [
     ("lcoan.checkpoint", "CheckpointError"), ("lcoan.safeio", "OutputError"), ("lcoan.graph_io", "MetadataError"),
     ("lcoan.data.imageio", "ImageReadError"), ("lcoan.train", "ConfigError"), ("lcoan.evaluate", "EvaluationError"),
-    ("export.errors", "ExportError"), ("calib.quantize", "CalibrationError"), ("engine.trt", "TrtNotInstalled"),
+    ("export.errors", "ExportError"), ("calib.quantize", "CalibrationError"), ("engine.errors", "EngineError"), ("engine.trt", "TrtNotInstalled"),
     ("engine.runtime", "RuntimeUnavailable"), ("plugins.build", "BuildError"), ("plugins.loader", "PluginLibraryError"),
-    ("app.sources", "SourceError"), ("app.sinks", "SinkError"), ("app.backends", "BackendUnavailable"),
+    ("app.endpoints", "SourceError"), ("app.endpoints", "SinkError"), ("app.backends", "BackendUnavailable"),
 ]
 
 

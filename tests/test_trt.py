@@ -15,6 +15,7 @@ import torch
 
 import lcoan
 from engine import cache as cache_lib
+from engine.errors import EngineError
 from export import export_onnx
 from export.errors import ExportError
 from conftest import REPO, shared_path
@@ -278,7 +279,7 @@ def test_runtime_runs_engine_on_gpu(graphs):
     from engine.runtime import Engine
     try:
         engine = Engine(_build(graphs, "fp32").engine)
-    except ExportError as exc:  # e.g. TensorRT-RTX on an unsupported compute capability
+    except EngineError as exc:  # e.g. TensorRT-RTX on an unsupported compute capability
         pytest.skip(f"engine cannot run on this GPU: {exc}")
     lr = torch.rand(2, 3, 24, 20, device="cuda")
     sr = engine(lr)

@@ -28,7 +28,8 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .sources import Frame, Passthrough, SourceError
+from .backends.base import Backend, Pending
+from .endpoints import Frame, Passthrough, SourceError
 from .preview import write_preview
 
 __all__ = ["PipelineConfig", "Pipeline", "LatencyHistogram", "rss_mb", "STAGES"]
@@ -329,7 +330,6 @@ class Pipeline:
         from .frames import frame_size
         w, h = frame_size(item.array[0], fmt)
         if self._needs_tiles(h, w):
-            from .backends import Backend, Pending
             return Pending(Backend.run_u8(be, item.array, fmt, colour, infer=self._run_backend))
         return be.submit(item.array, fmt, colour)
 

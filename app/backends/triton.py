@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from .backends import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable
 
 DEFAULT_MODEL = "lcoan"
 DEFAULT_TILE = 64
@@ -120,7 +120,7 @@ class TritonBackend(Backend):
     def _int_result(self, result) -> np.ndarray:
         if self.mode == "rgb8":
             return result.as_numpy(self.output_name)[0]
-        from .frames import stack_i420
+        from ..frames import stack_i420
         import torch
         planes = [torch.from_numpy(np.ascontiguousarray(result.as_numpy(n))) for n in ("y_sr", "u_sr", "v_sr")]
         return stack_i420(*planes).numpy()[0]
@@ -130,7 +130,7 @@ class TritonBackend(Backend):
         (a frame in the other layout is converted once on the host); the float graph: windows."""
         if self.mode == "float" or infer is not None:
             return super().run_u8(batch, fmt, colour, infer)
-        from .frames import Colour, rgb_u8, yuv_u8
+        from ..frames import Colour, rgb_u8, yuv_u8
         want = self.formats[0]
         graph = Colour(*self.graph_colour, tagged=True) if self.mode == "i420" else None
         x = batch if fmt == want else (yuv_u8(batch, graph) if want == "yuv420p" else rgb_u8(batch, colour))
