@@ -285,9 +285,9 @@ def load_onnx(path: PathLike, *, external_data: bool = True, check: bool = True,
     onnx = _import_onnx()
     path = Path(path)
     if not path.exists():
-        raise GraphFileError(f"{path}: no such {what} file")
+        raise GraphFileError(f"{path}: no such ONNX file")
     if path.is_dir():
-        raise GraphFileError(f"{path}: is a folder, not an {what} file")
+        raise GraphFileError(f"{path}: is a folder, not an ONNX file")
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
