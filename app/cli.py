@@ -18,7 +18,7 @@ from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
 from .stream import STAGES, Pipeline, PipelineConfig
 from .sinks import SinkError, open_sink
 from .sources import LIVE_PREFIXES, VIDEO_SUFFIXES, open_source
-from lcoan.cli import DEFAULT_OVERLAP
+from lcoan.cli import DEFAULT_OVERLAP, PROGRESS_HELP, QUIET_HELP, add_output_arg, device_help
 # The exit statuses are every tool's (lcoan.errors). EXIT_DAMAGED: the output was written, but from
 # damaged input (corrupt or unreadable frames/files skipped, a truncated video, frames whose model
 # output was not finite); never 0, it must not look like success.
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("input", nargs="?", help="video file, image folder, glob, pattern (frames_%%04d.png), "
                    "camera:N, csi:N, rtsp://..., 'gst:PIPELINE ! appsink' or synthetic:N[xWxH]")
-    p.add_argument("-o", "--output", help="video file (.mp4/.mkv/.mov/.avi/.webm), image folder, 'null', "
+    add_output_arg(p, "video file (.mp4/.mkv/.mov/.avi/.webm), image folder, 'null', "
                    "'gst:appsrc ! PIPELINE', gst:FILE, udp://HOST:PORT or rtsp://... (GStreamer) "
                    "(default: out/<input stem>_x<scale>.mp4 or out/<folder>_x<scale>/ under the current folder, "
                    "never beside the input; nothing for cameras/synthetic). Images are written as "
@@ -55,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-every", type=int, default=30, metavar="N",
                    help="with --preview: one preview of frame 0, N, 2N, ... (default: 30)")
     p.add_argument("--json", metavar="FILE", help="write the run summary as JSON (default: not written)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N; auto is CUDA when available, "
-                   "else CPU, as in every lcoan tool (default: auto)")
+    p.add_argument("--device", default="auto", help=device_help("auto"))
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="torch backend precision (default: fp32)")
     p.add_argument("--plugins", help="TensorRT plugin library (default: the one named in the engine's sidecar)")
@@ -74,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the device step "
                    "(CUDA graphs for each frame size on CUDA); the first frames of each size wait for the compiler")
     p.add_argument("--synthetic", type=int, metavar="N", help="N random 16x16 frames instead of INPUT (soak test)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--quiet", action="store_true", help="errors only: no progress bar and no summary")
+    p.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.add_argument("--simulate-latency-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     return p
 

@@ -1,7 +1,9 @@
 """Options shared by the lcoan command-line tools: one dialect for every CLI.
 
 * tile context: ``--tile-overlap`` (LR pixels, default 32) everywhere (``--overlap`` is a hidden alias);
-* progress: ``--no-progress`` hides the bar; ``--quiet`` (where a tool has it) means errors only;
+* output: ``-o/--out`` (:func:`add_output_arg`); progress: ``--no-progress`` hides the bar;
+  ``--quiet`` (where a tool has it) means errors only; the whole convention is in
+  docs/ARCHITECTURE.md (tests/test_cli_convention.py checks it);
 * device: ``auto`` (CUDA when available, else CPU) unless ``--device`` says otherwise;
 * errors: one line ``error: <file>: <problem>`` on stderr, exit status 2, for usage errors too
   (:class:`ArgumentParser`, :class:`UsageError`; both in :mod:`lcoan.errors`, the one error path).
@@ -17,7 +19,23 @@ from .errors import ArgumentParser, UsageError  # noqa: F401 - ArgumentParser: e
 # Every CLI's --weights: a name from the weights table (lcoan/pretrained.py) or a file.
 WEIGHTS_HELP = ("a bundled weights name (edge_x2, ...; see lcoan/pretrained.py) or a .safetensors/.pt file "
                 "(default: the bundled weights for --scale)")
+PROGRESS_HELP = "no progress bar"
+QUIET_HELP = "errors only: no progress bar and no summary"
 DEFAULT_OVERLAP = 32  # LR pixels: above the 29-pixel receptive-field radius of `edge` without attention
+
+
+def device_help(default: str = "auto") -> str:
+    return f"auto, cpu, cuda, cuda:1; auto is CUDA when available, else CPU (default: {default})"
+
+
+def add_output_arg(parser: argparse.ArgumentParser, help: str, required: bool = False,  # noqa: A002
+                   metavar: str = "OUT") -> None:
+    """``-o/--out`` (docs/ARCHITECTURE.md, command-line conventions); ``--output``, the old
+    spelling of lcoan.upscale and the app, stays a hidden alias. One group, so that either
+    spelling satisfies ``required`` and the two cannot both be given."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("-o", "--out", dest="output", metavar=metavar, help=help)
+    group.add_argument("--output", dest="output", metavar=metavar, help=argparse.SUPPRESS)
 
 
 def add_inference_args(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:
@@ -26,10 +44,8 @@ def add_inference_args(parser: argparse.ArgumentParser, device_default: str = "a
     parser.add_argument("--tile-overlap", dest="tile_overlap", type=int, default=DEFAULT_OVERLAP,
                         metavar="O", help=f"context around each tile in LR pixels (default: {DEFAULT_OVERLAP})")
     parser.add_argument("--overlap", dest="tile_overlap", type=int, help=argparse.SUPPRESS)  # the app's old name
-    parser.add_argument("--device", default=device_default,
-                        help=f"auto, cpu, cuda, cuda:1; auto is CUDA when available, else CPU "
-                             f"(default: {device_default})")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default=device_default, help=device_help(device_default))
+    parser.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
 
 
 def inference_device(args: argparse.Namespace) -> torch.device:

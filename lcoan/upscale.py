@@ -65,7 +65,8 @@ from .data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_with_alph
 from .data.resize import imresize
 from .safeio import OutputError, check_writable, refuse_overwrite, remove_orphans
 from .tiling import MemoryEstimateError, check_memory, tiled_forward
-from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
+from .cli import (DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, add_output_arg, inference_device,
+                  load_cli_model)
 from .errors import EXIT_FAILED, LcoanError, UsageError, exit_status, report, run_cli
 
 __all__ = ["upscale_array", "upscale_file", "output_path", "collect_inputs", "source_info", "main",
@@ -234,16 +235,20 @@ def _plan(files: List[Path], out_dir: Path, scale: int):
 
 
 # --------------------------------------------------------------------------- CLI
-def _run(argv: Optional[Sequence[str]]) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m lcoan.upscale",
         description="Upscale images with LCoAN. Folders are read non-recursively; "
                     "outputs are OUT/<stem>_x<s>.<ext>.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    add_output_arg(parser, "output folder", required=True, metavar="OUT")
     add_model_args(parser)
     add_inference_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
+    args = build_parser().parse_args(argv)
 
     from tqdm import tqdm
 

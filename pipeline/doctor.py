@@ -290,15 +290,20 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m pipeline.doctor`` (and ``lcoan-doctor``): always exit 0; it reports, never fails."""
-    ap = argparse.ArgumentParser(prog="python -m pipeline.doctor", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from lcoan.errors import ArgumentParser
+    ap = ArgumentParser(prog="python -m pipeline.doctor", description=__doc__.splitlines()[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="the report as JSON")
     mode.add_argument("--demo-backend", action="store_true",
                       help="print only the app backend for make demo (tensorrt, torch-cuda or onnxruntime-cpu); "
                            "the reason goes to stderr")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m pipeline.doctor`` (and ``lcoan-doctor``): always exit 0; it reports, never fails."""
+    args = build_parser().parse_args(argv)
     if args.demo_backend:
         r = {"platform": None, "torch": probe_torch()}
         r["gpu"] = probe_gpu(r["torch"])

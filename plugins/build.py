@@ -263,16 +263,20 @@ def harness_is_stale(build_dir: str | os.PathLike | None = None) -> bool:
     return not lib.is_file() or lib.stat().st_mtime < _newest_mtime(HARNESS_SOURCES)
 
 
-def _run(argv: list[str] | None) -> int:
+def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m plugins.build", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", action="append", help="CUDA architecture(s), e.g. 87 or 90-real (repeatable)")
     ap.add_argument("--harness-only", action="store_true", help="build only kernels + ctypes harness (no TensorRT)")
     ap.add_argument("--build-dir", default=None, help=f"default: {DEFAULT_BUILD_DIR}")
     ap.add_argument("--tensorrt-root", default=None, help="TensorRT prefix (else $TENSORRT_ROOT / system paths)")
-    ap.add_argument("-j", "--jobs", type=int, default=None)
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (default: CMake's)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show CMake's and the compiler's output as they run")
     ap.add_argument("--werror", action="store_true", help="warnings in our sources are errors (CI)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     try:
