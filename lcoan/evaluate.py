@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -44,7 +45,7 @@ from .data.resize import imresize
 from .metrics import psnr_y, ssim_y
 from .tiling import tiled_forward
 from .cli import DEFAULT_OVERLAP, ArgumentParser, add_inference_args, add_model_args, inference_device, load_cli_model
-from .errors import LcoanError, exit_status, run_cli
+from .errors import EXIT_FAILED, LcoanError, exit_status, run_cli
 
 __all__ = ["evaluate", "evaluate_set", "bicubic_upscale", "format_table", "default_benchmark_root", "main"]
 
@@ -53,6 +54,12 @@ PathLike = Union[str, os.PathLike]
 
 class EvaluationError(LcoanError, RuntimeError):
     """A problem with the inputs of an evaluation (missing folders, scale mismatch); one line."""
+
+
+class BenchmarkDataError(EvaluationError):
+    """An image of a benchmark set cannot be read: the command was right, the data is damaged."""
+
+    exit_code = EXIT_FAILED
 
 
 def default_benchmark_root() -> Path:
@@ -99,8 +106,14 @@ def evaluate_set(model: Optional[torch.nn.Module], folder: PathLike, scale: int,
     """
     device = torch.device(device)
     try:
-        dataset = (PairedDataset(folder, scale, train=False) if lr == "files" else
-                   HROnlyDataset(Path(folder) / "HR", scale, train=False, augment=False))
+        # the datasets warn and skip an unreadable image; a benchmark mean over fewer images than
+        # the set has would be a different benchmark, so here it is an error naming the file
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="skipping unreadable image")
+            dataset = (PairedDataset(folder, scale, train=False) if lr == "files" else
+                       HROnlyDataset(Path(folder) / "HR", scale, train=False, augment=False))
+    except UserWarning as exc:
+        raise BenchmarkDataError(f"{Path(folder).name}: {str(exc).removeprefix('skipping unreadable image: ')}") from None
     except (FileNotFoundError, RuntimeError) as exc:
         raise EvaluationError(str(exc)) from None
     images = []

@@ -14,6 +14,7 @@ a run killed and resumed from its last checkpoint reproduces the uninterrupted r
 from __future__ import annotations
 
 from collections import Counter
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader, Sampler
 from . import build_model
 from .checkpoint import (CheckpointError, build_from_checkpoint, first_non_finite, read_checkpoint,  # noqa: F401
                          save_checkpoint, save_safetensors)
-from .safeio import OutputError, refuse_overwrite, remove_orphans
+from .safeio import OutputError, check_writable, refuse_overwrite, remove_orphans
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, LcoanError, exit_status, one_line, report, run_cli
 
 DEFAULTS: dict = {
@@ -176,12 +177,16 @@ def load_config(path: str | os.PathLike | None, sets: list[str] = ()) -> dict:
     cfg = DEFAULTS
     if path:
         try:
-            with open(path) as fh:
-                loaded = yaml.safe_load(fh) or {}
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+        if loaded is None:  # an empty or truncated-to-nothing recipe would silently train on defaults
+            raise ConfigError(f"{path}: the config is empty")
         cfg = _merge(cfg, validate_config(loaded, str(path)))
     for item in sets:
         key, sep, raw = item.partition("=")
@@ -410,8 +415,10 @@ class _Run:
         np.random.seed(tc["seed"])
         mc = dict(cfg["model"])
         self.preset, self.scale = mc.pop("preset"), mc.pop("scale")
-        self.model = build_model(self.preset, scale=self.scale, **mc)
         self._check_outputs(resume)
+        self.model = build_model(self.preset, scale=self.scale, **mc)
+        if tc.get("init_from") and not resume:
+            init_from_other_scale(self.model, tc["init_from"])
         # NHWC convolutions are about 1.1x faster on CPU (benchmarks/train_speed.py); same arithmetic
         self.memory_format = torch.channels_last if tc["channels_last"] else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format).train()
@@ -430,6 +437,7 @@ class _Run:
         self.log = _RunLog(self.out / "train.log" if self.rank == 0 else None)
 
     def _check_outputs(self, resume: str | None) -> None:
+        """Everything about train.out that can fail, before a model is built or data is read."""
         tc, out = self.tc, self.out
         run_files = [out / name for name in RUN_FILES]
         if not resume:
@@ -440,11 +448,15 @@ class _Run:
         if tc.get("init_from") and not resume:
             for target in run_files:  # this run would replace the weights it starts from
                 refuse_overwrite(target, [tc["init_from"]], what=f"run's {target.name} (train.out)")
-            init_from_other_scale(self.model, tc["init_from"])
+        self.created_out = not out.exists()   # the check below makes it; a refused run removes it
         if self.rank == 0:
-            for target in run_files:  # left by a kill during a checkpoint write
+            for target in run_files + [out / "config.yaml"]:  # left by a kill during a write
                 for orphan in remove_orphans(target):
-                    print(f"removed {orphan}: temporary file of an interrupted checkpoint write", file=sys.stderr)
+                    print(f"removed {orphan}: temporary file of an interrupted write", file=sys.stderr)
+            try:
+                check_writable(out / "last.pt", what="training checkpoint (train.out)")
+            except OutputError as exc:  # found before the work: a usage error, not a failed run
+                raise ConfigError(one_line(exc)) from None
 
     def _restore(self, resume: str) -> None:
         saved, state, raw = read_checkpoint(resume)
@@ -597,7 +609,13 @@ def train(cfg: dict, resume: str | None = None, stop_after: int | None = None) -
     from tqdm import tqdm
     run = _Run(cfg, resume)
     tc, main_rank = run.tc, run.rank == 0
-    train_set, val_set = build_datasets(cfg, run.scale)
+    try:
+        train_set, val_set = build_datasets(cfg, run.scale)
+    except BaseException:
+        if run.created_out:  # refused before any work: leave nothing behind, not even the folder
+            with contextlib.suppress(OSError):
+                run.out.rmdir()
+        raise
     if main_rank:
         run.banner(len(train_set), resume)
     batches = StepBatches(len(train_set), tc["batch_size"], tc["seed"], run.step, tc["steps"], run.rank, run.world)

@@ -288,27 +288,12 @@ def reason_not_applicable(case: Case) -> str | None:
 
 # Where a tool is not yet what the table asks (owned elsewhere): the row stays a real assertion.
 XFAIL = {
-    "lcoan-build-engine-sigkill": "pipeline/to_trt.py (prepare_graph): the rerun keeps the temporary of the "
-                                  "intermediate g_fp16.onnx that the kill left (no remove_orphans/check_writable "
-                                  "for the graph it writes beside the engine)",
     "lcoan-app-unwritable": "app/cli.py: an unwritable output is found by the encoder after the model ran, "
                             "'error: encode: OutputError: ...' and status 1; check_writable before decoding, status 2",
     "lcoan-app-file-size": "app/cli.py: the encoder's OutputError ('no space left') exits 1 with an 'encode: "
                            "OutputError:' prefix; the exit table says 2 (tests/test_robustness_app.py asserts 1)",
     "lcoan-app-sigkill": "app/sinks.py: the temporary a killed run left (.b.png.<random>.tmp.png) stays after "
                          "the rerun; remove stale temporaries of its own output at start",
-    "lcoan-evaluate-damaged-data-zero-byte": "lcoan/evaluate.py: an unreadable HR image is a UserWarning "
-                                             "(two lines) and the run exits 0 on the other images",
-    "lcoan-evaluate-damaged-data-truncated": "as lcoan-evaluate-damaged-data-zero-byte",
-    "lcoan-evaluate-damaged-data-not-that-format": "as lcoan-evaluate-damaged-data-zero-byte",
-    "lcoan-train-damaged-config-zero-byte": "lcoan/train.py (load_config): an empty recipe file is taken as all "
-                                            "defaults and the run trains, exit 0",
-    "lcoan-train-damaged-config-not-that-format": "lcoan/train.py (load_config): a binary file gives "
-                                                  "\"'utf-8' codec can't decode ...\" without the file's name",
-    "lcoan-train-unwritable": "lcoan/train.py: train.out that cannot be created fails after training, exit 1; "
-                              "check it (safeio.check_writable) before the model is built, exit 2",
-    "lcoan-train-sigkill": "lcoan/train.py: the rerun removes orphans of its checkpoints only; the temporary "
-                           "of config.yaml (written at start) stays",
     "lcoan-build-plugins-unwritable": "plugins/build.py (build): --build-dir that cannot be created is a "
                                       "PermissionError traceback from mkdir (exit 1); safeio.check_writable",
 }

@@ -396,9 +396,20 @@ def _bundled_weights_of(config: dict | None) -> str | None:
     if not config:
         return None
     from lcoan.checkpoint import read_checkpoint
+    from lcoan.model import LCoANConfig
     from lcoan.pretrained import get_pretrained, list_pretrained
+
+    def normalised(cfg: dict) -> dict:
+        """The full config with defaults filled in and training-only fields (the reparameterised
+        form, which every load collapses) as the loaded model has them, in JSON's types."""
+        known = {k: v for k, v in cfg.items() if k in LCoANConfig.__dataclass_fields__}
+        return json.loads(json.dumps(LCoANConfig(**{**known, "reparam": ""}).to_dict()))
+    try:
+        want = normalised(config)
+    except (TypeError, ValueError):
+        return None
     matches = [name for name in list_pretrained()
-               if json.loads(json.dumps(read_checkpoint(get_pretrained(name).path)[0])) == config]
+               if normalised(read_checkpoint(get_pretrained(name).path)[0]) == want]
     return matches[0] if len(matches) == 1 else None
 
 
