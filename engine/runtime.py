@@ -17,7 +17,8 @@ reported as such on any machine. Without a TensorRT runtime or a CUDA GPU the co
 raises a one-line :class:`RuntimeUnavailable`; any other problem with an engine is an
 :class:`engine.errors.EngineError` (the sidecar checks raise ``engine.cache``'s error).
 
-Comparing an engine with ONNX Runtime (the parity report and Polygraphy) is ``verify.engine``'s.
+Comparing an engine with ONNX Runtime (the parity report and Polygraphy) is ``verify.parity``'s
+(``compare_engine``, with ``verify.engine_vs_ort`` for Polygraphy).
 """
 from __future__ import annotations
 

@@ -24,14 +24,6 @@ LINT = Path(sys.executable).with_name("lint-imports")
 PACKAGES = ("lcoan", "export", "calib", "engine", "app", "plugins", "serve", "pipeline", "verify", "benchmarks")
 PRODUCT = PACKAGES[:-1]
 
-# Circles still in the tree, each to be broken in its own package; the list only shrinks. A circle
-# that grows (another module joins it) or a new one fails the test.
-KNOWN_CYCLES = [
-    {"verify.engine", "verify.parity"},  # verify/engine.py <-> verify/parity.py (parity's engine mode)
-]
-# Modules still named like a top-level package, to be renamed in their own package.
-KNOWN_CLASHES = {"verify.engine"}  # beside engine/: the engine-vs-ONNX Runtime comparison
-
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
     # cwd first on sys.path, so the copy is analysed, not the installed packages; no cache files
@@ -116,8 +108,8 @@ def graph():
 
 
 def test_no_import_cycles(graph):
-    new = [sorted(c) for c in _cycles(graph) if c not in KNOWN_CYCLES]
-    assert not new, f"import circles between modules: {new}"
+    found = [sorted(c) for c in _cycles(graph)]
+    assert not found, f"import circles between modules: {found}"
 
 
 def test_cycle_check_finds_a_planted_cycle():
@@ -129,4 +121,4 @@ def test_cycle_check_finds_a_planted_cycle():
 
 def test_no_module_named_like_a_package(graph):
     clashes = {m for m in graph.modules if "." in m and m.rsplit(".", 1)[1] in PACKAGES}
-    assert clashes <= KNOWN_CLASHES, f"modules named like a top-level package: {sorted(clashes - KNOWN_CLASHES)}"
+    assert not clashes, f"modules named like a top-level package: {sorted(clashes)}"

@@ -3,5 +3,5 @@ comparisons and their one tolerance table (``verify.parity.THRESHOLDS``). It may
 no stage imports it.
 
     python -m export.parity --onnx lcoan_edge_x2_fp32.onnx            # verify.parity
-    python -m export.parity --engine E.engine --onnx E.onnx            # verify.engine
+    python -m export.parity --engine E.engine --onnx E.onnx            # verify.parity + verify.engine_vs_ort
 """

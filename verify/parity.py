@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -364,6 +365,56 @@ def polygraphy_command(onnx_path: str | Path, inputs: Path, outputs: Path, preci
             "--load-outputs", str(outputs), *thresholds.polygraphy_args()]
 
 
+# --------------------------------------------------------------------------- engine vs ONNX Runtime
+def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, images=None, *,
+                   plugins: str | os.PathLike | None = None,
+                   scale: int | None = None, limit: int | None = None, precision: str | None = None):
+    """Engine vs ONNX Runtime on the same images: ``(Report, polygraphy_ok)``.
+
+    ``images``: a folder for ``export.samples.load_samples`` or a list of ``Sample``; default
+    Set5 + Set14. The report is this module's (drift, Y-PSNR per image); Polygraphy's
+    ``Comparator`` (:mod:`verify.engine_vs_ort`) checks the same outputs under the same rule.
+    """
+    from engine import cache
+    from engine.runtime import engine_runner, require_runtime
+    from export.precision import graph_precision
+
+    from .engine_vs_ort import polygraphy_compare
+    require_runtime()
+    proto = load_onnx(onnx_path)
+    scale = scale or read_metadata(proto, str(onnx_path)).scale or 2
+    side = cache.read_sidecar(engine) or {}
+    precision = precision or side.get("precision") or graph_precision(proto)
+    if images is None:
+        samples = benchmark_samples(scale, limit=limit)
+    elif isinstance(images, (str, os.PathLike)):
+        problems: list[str] = []
+        samples = load_samples(images, scale, limit, problems=problems)
+        for line in problems:  # named and skipped, as without --engine
+            print(f"skipped: {line}", file=sys.stderr)
+        if not samples:
+            raise ExportError(f"{images}: none of the images could be read")
+    else:
+        samples = list(images)
+    # compare() picks the precision's thresholds (one line for an unknown precision)
+    report = compare(ort_runner(proto), engine_runner(engine, plugins), samples, scale=scale,
+                     precision=precision, reference_name="onnxruntime", candidate_name="tensorrt")
+    rule = report.thresholds
+    ok = polygraphy_compare(engine, proto, samples, atol=rule.atol, rtol=rule.rtol, plugins=plugins)
+    return report, ok
+
+
+def _engine_main(engine: str, onnx_path: str, images: str | None = None, plugins: str | None = None,
+                 limit: int | None = None, json_path: str | None = None) -> int:
+    """``python -m export.parity --engine E --onnx F``: print the report; 0 when it passes."""
+    report, poly_ok = compare_engine(engine, onnx_path, images, plugins=plugins, limit=limit)
+    print(report.table())
+    print(f"polygraphy Comparator (TrtRunner vs OnnxrtRunner): {'PASS' if poly_ok else 'FAIL'}")
+    if json_path:
+        print(f"wrote {report.save_json(json_path)}")
+    return 0 if report.passed and poly_ok else 1
+
+
 # --------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     from lcoan.cli import ArgumentParser
@@ -425,8 +476,7 @@ def _main(args) -> int:
         if read_io(args.onnx).integer:
             raise ExportError(f"{args.onnx}: --engine compares float graphs; check an integer-I/O graph "
                               "without --engine (ONNX Runtime against PyTorch)")
-        from .engine import parity_engine_main
-        return parity_engine_main(args.engine, args.onnx, args.images, args.plugins, args.limit, args.json)
+        return _engine_main(args.engine, args.onnx, args.images, args.plugins, args.limit, args.json)
 
     onnx_path = Path(args.onnx)
     proto = load_onnx(onnx_path)  # one line for a missing, empty, truncated or non-ONNX file
