@@ -223,7 +223,9 @@ def build(
         bdir = DEFAULT_BUILD_DIR / f"trt{trt_version[0]}"
     else:
         bdir = DEFAULT_BUILD_DIR
-    bdir.mkdir(parents=True, exist_ok=True)
+    from lcoan.safeio import check_writable  # standard library only, as lcoan.errors
+    # cmake's own mkdir would be a PermissionError traceback: one line naming the folder instead
+    check_writable(bdir / "CMakeCache.txt", what="build folder")
     configure = [cmake, "-S", str(PLUGINS_DIR), "-B", str(bdir), f"-DCMAKE_CUDA_COMPILER={nvcc}",
                  f"-DLCOAN_PYTHON={sys.executable}", f"-DLCOAN_WERROR={'ON' if werror else 'OFF'}"]
     arch_value = _arch_value(arch)
