@@ -14,6 +14,9 @@
   process dies, so a second run never removes the temporary of a first one still writing.
   :func:`check_writable` calls it, so the rerun after a ``kill -9`` leaves no stray file.
 * :func:`atomic_folder`: :func:`atomic_output` for a folder (a Triton model repository).
+* :func:`exclusive_output`: a lock file beside an output (``.<name>.lock``, an exclusive
+  ``flock``) held for a whole run, so that a second run writing the same output is refused
+  instead of silently losing the race to the rename.
 * :class:`OutputError`: one line naming the file and the problem ("no space left on device").
 
 Temporary names are ``.<name>.<random>.tmp<suffix>``: hidden, recognisable for
@@ -37,7 +40,8 @@ except ImportError:  # not POSIX: no locks; orphans are then removed whatever th
     fcntl = None
 
 __all__ = ["OutputError", "SameFileError", "AtomicFile", "atomic_write", "atomic_output", "refuse_overwrite",
-           "same_file", "remove_orphans", "temp_prefix", "describe_os_error", "check_writable", "atomic_folder"]
+           "same_file", "remove_orphans", "temp_prefix", "describe_os_error", "check_writable", "atomic_folder",
+           "exclusive_output"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -334,3 +338,40 @@ def atomic_folder(path: PathLike) -> Iterator[Path]:
         raise
     finally:
         os.close(lock)
+
+
+@contextlib.contextmanager
+def exclusive_output(path: PathLike) -> Iterator[Path]:
+    """Hold ``.<name>.lock`` beside ``path`` for the block; a second holder gets a one-line
+    :class:`OutputError`. The file is removed on the way out; after a kill the kernel drops the
+    ``flock`` and the next run takes the file over. The name has no ``.tmp``, so
+    :func:`remove_orphans` never touches it."""
+    path = Path(path)
+    lock = path.parent / (temp_prefix(path) + "lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise OutputError(path, f"cannot write: {describe_os_error(exc)}") from None
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(path, f"another run is writing this output (it holds {lock}); "
+                                    "refusing to write it too") from None
+        except OSError:  # a file system without locks: nothing to detect with
+            break
+        try:  # the holder may have removed the file between our open and flock: lock the new one
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except OSError:
+            pass
+        os.close(fd)
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still held: a waiter that opened it sees another inode and retries
+        os.close(fd)
