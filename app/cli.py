@@ -8,6 +8,7 @@ bar (fps, per-stage latency, queue depths) and a JSON summary at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -17,13 +18,13 @@ from typing import Optional
 from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
 from .stream import STAGES, Pipeline, PipelineConfig
 from .sinks import SinkError, open_sink
-from .sources import LIVE_PREFIXES, VIDEO_SUFFIXES, open_source
+from .sources import IMAGE_SUFFIXES, LIVE_PREFIXES, VIDEO_SUFFIXES, open_source
 from lcoan.cli import DEFAULT_OVERLAP, PROGRESS_HELP, QUIET_HELP, add_output_arg, device_help
 # The exit statuses are every tool's (lcoan.errors). EXIT_DAMAGED: the output was written, but from
 # damaged input (corrupt or unreadable frames/files skipped, a truncated video, frames whose model
 # output was not finite); never 0, it must not look like success.
 from lcoan.errors import (EXIT_DAMAGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: F401
-                          exit_status, one_line, report, run_cli)
+                          LcoanError, exit_status, one_line, report, run_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +92,6 @@ def default_output(spec: str, scale: int) -> Optional[str]:
     if path.is_dir():
         return str(out / f"{path.resolve().name}_x{scale}")
     if path.is_file():
-        from .sources import IMAGE_SUFFIXES
         suffix = ".png" if path.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
         return str(out / f"{path.stem}_x{scale}{suffix}")
     # a glob or printf pattern: a folder named after the pattern's fixed prefix
@@ -164,6 +164,13 @@ def _run(argv: Optional[list[str]]) -> int:
     if args.batch < 1 or (args.tile is not None and args.tile < 1) or args.preview_every < 1:
         parser.error("--batch, --tile and --preview-every must be positive")
     model = args.model
+    with contextlib.ExitStack() as claims:  # the output's lock, held until the output is in place
+        if args.output is not None:
+            claims.enter_context(claim_output(args.output))
+        return _work(args, spec, model, claims)
+
+
+def _work(args, spec: str, model: Optional[str], claims: contextlib.ExitStack) -> int:
     if model is None and args.backend in (None, "torch", "onnxruntime") and _is_stream(spec):
         from lcoan.pretrained import default_pretrained
         model = default_pretrained(args.scale or 2, video=True).name
@@ -185,7 +192,10 @@ def _run(argv: Optional[list[str]]) -> int:
         from fractions import Fraction
         source.fps = Fraction(args.fps).limit_denominator(1001)
         source.time_base = 1 / source.fps
-    output = args.output if args.output is not None else default_output(spec, backend.scale)
+    output = args.output
+    if output is None:  # named after the model's scale: claimed once the model says it, before decoding
+        output = default_output(spec, backend.scale)
+        claims.enter_context(claim_output(output))
     _refuse_side_outputs(args, source)
     sink = open_sink(output, source, codec=args.codec, crf=args.crf, scale=backend.scale, preset=args.preset,
                      realtime=args.realtime)
@@ -217,6 +227,11 @@ def _run(argv: Optional[list[str]]) -> int:
         progress.close(pipe)
         backend.close()
     summary.update({"input": spec, "output": output, "model": model or "bundled weights", "colour": colour_note})
+    return _finish(args, pipe, summary, output, source.total)
+
+
+def _finish(args, pipe: Pipeline, summary: dict, output: Optional[str], total: Optional[int]) -> int:
+    """Warnings, the summary, what was written (only what exists at its final path), the status."""
     problems = summary.get("problems", [])
     for line in problems[:50]:  # printed with --quiet too: they are errors, not progress
         print(f"warning: {line}", file=sys.stderr)
@@ -224,16 +239,25 @@ def _run(argv: Optional[list[str]]) -> int:
         print(f"warning: ... and {len(problems) - 50} more (all in --json)", file=sys.stderr)
     if not args.quiet:
         print_summary(summary)
-        if output:
-            print(f"wrote {output}" + "".join(f", {p}" for p in (args.json, args.preview) if p), file=sys.stderr)
-    status = EXIT_OK
+    status, wrote = EXIT_OK, []
+    if summary["error"] is None and _is_local(output) and Path(output).exists():
+        n, cut = summary["frames_out"], summary["interrupted"]
+        of = f" of {total or summary['frames_in']}" if cut and (total or summary["frames_in"]) != n else ""
+        wrote.append(f"wrote {n}{of} frame(s) to {output}" + (": interrupted" if cut else ""))
+    if args.preview and Path(args.preview).is_dir():
+        wrote.append(f"wrote previews to {args.preview}")
     if args.json:
         from lcoan.safeio import OutputError, atomic_write
         try:
             atomic_write(args.json, json.dumps(summary, indent=2))
+            wrote.append(f"wrote {args.json}")
         except OutputError as exc:
             status = report(one_line(exc), EXIT_FAILED)
-    if summary["error"]:
+    if not args.quiet and wrote:
+        print("; ".join(wrote), file=sys.stderr)
+    if pipe.error is not None:
+        if isinstance(pipe.error, LcoanError):  # a full disk, an unwritable file: its one line and status
+            return report(one_line(pipe.error), pipe.error.exit_code)
         return report(summary["error"], EXIT_FAILED)
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
@@ -277,6 +301,28 @@ def _refuse_side_outputs(args, source) -> None:
             refuse_overwrite(args.preview, inputs, what="--preview folder")
     except OutputError as exc:
         raise SinkError(str(exc)) from None
+
+
+def _is_local(output: Optional[str]) -> bool:
+    """A file or folder this process writes (not null, not a GStreamer or network sink)."""
+    return bool(output) and output != "null" and not output.startswith(("gst:", "udp://", "rtsp://", "rtsps://"))
+
+
+@contextlib.contextmanager
+def claim_output(output: Optional[str]):
+    """Before the model runs: the output can be written (:func:`lcoan.safeio.check_writable`, which
+    also removes the temporaries a killed run of it left: only its own, only those no live run
+    holds), and no other run is writing it (:func:`lcoan.safeio.exclusive_output`, held meanwhile).
+    A folder of images is probed with a file in it (the images' own temporaries: :class:`ImageSink`)."""
+    if not _is_local(output):
+        yield None
+        return
+    from lcoan.safeio import check_writable, exclusive_output
+    path = Path(output)
+    is_folder = path.is_dir() or path.suffix.lower() not in VIDEO_SUFFIXES + IMAGE_SUFFIXES
+    check_writable(path / ".probe" if is_folder else path, what="output folder" if is_folder else "output")
+    with exclusive_output(path) as lock:
+        yield lock
 
 
 def _main_thread() -> bool:

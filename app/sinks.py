@@ -86,6 +86,9 @@ class ImageSink(Sink):
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"{folder}: cannot create the output folder ({exc.strerror or first_line(exc)})") from None
+        from lcoan.safeio import remove_orphans
+        for name in self.names.values():  # what a killed run left of these images (lock-aware: not a live run's)
+            remove_orphans(self.folder / name)
 
     def write(self, frame: Frame) -> None:
         name = self.names.get(frame.path) if frame.path else None

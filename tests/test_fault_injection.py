@@ -287,16 +287,7 @@ def reason_not_applicable(case: Case) -> str | None:
 
 
 # Where a tool is not yet what the table asks (owned elsewhere): the row stays a real assertion.
-XFAIL = {
-    "lcoan-app-unwritable": "app/cli.py: an unwritable output is found by the encoder after the model ran, "
-                            "'error: encode: OutputError: ...' and status 1; check_writable before decoding, status 2",
-    "lcoan-app-file-size": "app/cli.py: the encoder's OutputError ('no space left') exits 1 with an 'encode: "
-                           "OutputError:' prefix; the exit table says 2 (tests/test_robustness_app.py asserts 1)",
-    "lcoan-app-sigkill": "app/sinks.py: the temporary a killed run left (.b.png.<random>.tmp.png) stays after "
-                         "the rerun; remove stale temporaries of its own output at start",
-    "lcoan-build-plugins-unwritable": "plugins/build.py (build): --build-dir that cannot be created is a "
-                                      "PermissionError traceback from mkdir (exit 1); safeio.check_writable",
-}
+XFAIL: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- running the cases

@@ -83,7 +83,7 @@ def test_failed_video_run_keeps_the_earlier_output_and_leaves_no_partial_file(tm
                            "--codec", "mpeg4", "--quiet"], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"},
                           preexec_fn=_limit_file_size)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # the exit table: a full disk is 2, in one line
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and "no space left" in lines[0] and str(out) in lines[0], proc.stderr
     assert out.read_bytes() == b"an earlier output that must survive"
@@ -204,3 +204,74 @@ def test_non_finite_output_frames_are_errors_not_pictures(tmp_path, capsys):
     assert "non-finite" in err and "a.png" in err
     assert json.loads((tmp_path / "s.json").read_text())["nonfinite"] == 1
     assert not list(out.glob("*.png"))
+
+
+# --------------------------------------------------------------------------- the app says what happened
+def test_unwritable_output_is_refused_before_the_model_loads(tmp_path, capsys):
+    png(tmp_path / "a.png")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    # the model does not exist either: only an output check that runs first names the output
+    assert run(tmp_path / "a.png", "-o", blocker / "out" / "b.png", "--backend", "torch",
+               "--model", tmp_path / "missing.safetensors") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and str(blocker) in lines[0] and "missing.safetensors" not in lines[0], lines
+
+
+def test_stale_temporaries_of_this_output_are_removed_and_nothing_else(tmp_path, capsys):
+    png(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    names = [".b.png.k1ll3d.tmp.png", ".c.png.k1ll3d.tmp.png", "b.png.notes"]  # b.png's, another's, not one
+    for name in names:
+        (out / name).write_bytes(b"left by someone")
+    assert run(tmp_path / "a.png", "-o", out / "b.png", "--backend", "bicubic") == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(["b.png"] + names[1:])
+
+
+def test_second_writer_of_one_output_refuses_in_one_line(tmp_path, capsys):
+    from lcoan.safeio import exclusive_output
+    png(tmp_path / "a.png")
+    out = tmp_path / "b.png"
+    out.write_bytes(b"being written by another run")
+    with exclusive_output(out) as lock:
+        assert run(tmp_path / "a.png", "-o", out, "--backend", "bicubic") == 2
+        lines = error_lines(capsys.readouterr().err)
+        assert len(lines) == 1 and str(out) in lines[0] and "another run" in lines[0], lines
+        assert lock.exists()
+    assert out.read_bytes() == b"being written by another run" and not lock.exists()
+    assert run(tmp_path / "a.png", "-o", out, "--backend", "bicubic") == 0  # the lock went with its holder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
+
+
+def test_wrote_is_said_only_for_a_published_file_with_its_frame_count(tmp_path, capsys, monkeypatch):
+    import signal
+    from app import sinks
+    from lcoan.safeio import OutputError
+
+    def said(err):
+        return [ln for ln in err.splitlines() if ln.startswith("wrote")]
+    png(tmp_path / "a.png")
+    assert run(tmp_path / "a.png", "-o", tmp_path / "b.png", "--backend", "bicubic", "--no-progress", quiet=False) == 0
+    assert said(capsys.readouterr().err) == [f"wrote 1 frame(s) to {tmp_path / 'b.png'}"]
+
+    def full_disk(path, image):
+        raise OutputError(path, "no space left on device")
+    monkeypatch.setattr(sinks, "_save_png", full_disk)
+    assert run(tmp_path / "a.png", "-o", tmp_path / "c.png", "--backend", "bicubic", "--no-progress", quiet=False) == 2
+    err = capsys.readouterr().err
+    assert not said(err) and len(error_lines(err)) == 1 and "c.png: no space left" in err, err
+    assert not (tmp_path / "c.png").exists()
+    monkeypatch.undo()
+
+    write = sinks.VideoSink.write
+
+    def ctrl_c_at_frame_8(self, frame):
+        write(self, frame)
+        if self.frames == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(sinks.VideoSink, "write", ctrl_c_at_frame_8)
+    out = tmp_path / "cut.mp4"
+    assert run("synthetic:400", "-o", out, "--backend", "bicubic", "--codec", "mpeg4", "--no-progress", quiet=False) == 130
+    n = len(decode(out))
+    assert 8 <= n < 400 and said(capsys.readouterr().err) == [f"wrote {n} of 400 frame(s) to {out}: interrupted"]
