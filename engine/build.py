@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from export.errors import ExportError
 from lcoan import opspec
 from lcoan.graph_io import GraphIO, load_onnx, read_io
 
 from . import cache
 from .cache import EngineKey, Profile
+from .errors import EngineError
 from .trt import check_plugin_library, device_info, import_trt, require_rtx_plugins_ready, trt_info
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -40,7 +40,7 @@ def parse_shape(text: str | Sequence[int], what: str = "shape") -> tuple[int, ..
     try:
         dims = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
     except ValueError:
-        raise ExportError(f"{what} {text!r}: expected NxCxHxW, e.g. 1x3x270x480") from None
+        raise EngineError(f"{what} {text!r}: expected NxCxHxW, e.g. 1x3x270x480") from None
     return dims
 
 
@@ -50,16 +50,16 @@ def make_profile(min_shape, opt_shape, max_shape) -> Profile:
     for name, value in (("--min", min_shape), ("--opt", opt_shape), ("--max", max_shape)):
         dims = parse_shape(value, name)
         if len(dims) != 4:
-            raise ExportError(f"{name} {'x'.join(map(str, dims))}: expected 4 dimensions NxCxHxW")
+            raise EngineError(f"{name} {'x'.join(map(str, dims))}: expected 4 dimensions NxCxHxW")
         if dims[1] != 3:
-            raise ExportError(f"{name} {'x'.join(map(str, dims))}: LCoAN takes 3 channels, not {dims[1]}")
+            raise EngineError(f"{name} {'x'.join(map(str, dims))}: LCoAN takes 3 channels, not {dims[1]}")
         if min(dims) < 1:
-            raise ExportError(f"{name} {'x'.join(map(str, dims))}: dimensions must be >= 1")
+            raise EngineError(f"{name} {'x'.join(map(str, dims))}: dimensions must be >= 1")
         shapes[name] = dims
     lo, opt, hi = shapes["--min"], shapes["--opt"], shapes["--max"]
     for axis, label in ((0, "batch"), (2, "height"), (3, "width")):
         if not lo[axis] <= opt[axis] <= hi[axis]:
-            raise ExportError(f"inconsistent shape profile: {label} needs min <= opt <= max, got "
+            raise EngineError(f"inconsistent shape profile: {label} needs min <= opt <= max, got "
                               f"{lo[axis]} / {opt[axis]} / {hi[axis]}")
     return Profile(lo, opt, hi)
 
@@ -73,7 +73,7 @@ def io_profile(spec: GraphIO, profile: Profile) -> dict[str, tuple[tuple[int, ..
         try:
             spec.check_size(h, w, f"--{label} {'x'.join(map(str, dims))}")
         except ValueError as exc:
-            raise ExportError(str(exc)) from None
+            raise EngineError(str(exc)) from None
         for name, shape in spec.input_shapes(n, h, w).items():
             shapes[name].append(tuple(shape))
     return {name: tuple(v) for name, v in shapes.items()}
@@ -115,7 +115,7 @@ def load_plugins(trt, path: str | os.PathLike | None):
         return None
     lib = Path(path)
     if not lib.is_file():
-        raise ExportError(f"plugin library {lib} not found; build it with `python -m plugins.build` "
+        raise EngineError(f"plugin library {lib} not found; build it with `python -m plugins.build` "
                           "on a machine with the TensorRT headers (set TENSORRT_ROOT)")
     built = check_plugin_library(trt, lib)
     registry = trt.get_plugin_registry()
@@ -123,16 +123,16 @@ def load_plugins(trt, path: str | os.PathLike | None):
         try:
             handle = registry.load_library(str(lib))
         except Exception as exc:  # noqa: BLE001 - bindings raise several types
-            raise ExportError(f"TensorRT could not load plugin library {lib}: {exc}") from None
+            raise EngineError(f"TensorRT could not load plugin library {lib}: {exc}") from None
         if handle is None:
-            raise ExportError(f"TensorRT could not load plugin library {lib} (not a TensorRT plugin "
+            raise EngineError(f"TensorRT could not load plugin library {lib} (not a TensorRT plugin "
                               "library, or built against another TensorRT)")
     else:
         import ctypes
         try:
             handle = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
-            raise ExportError(f"could not load plugin library {lib}: {exc}") from None
+            raise EngineError(f"could not load plugin library {lib}: {exc}") from None
     require_rtx_plugins_ready(trt)  # before the parser creates a plugin, which would abort otherwise
     return handle
 
@@ -175,7 +175,7 @@ def _network_info(network) -> NetworkInfo:
 def parse_network(trt, builder, logger, onnx_path: Path):
     """A STRONGLY_TYPED network parsed from ``onnx_path``; one-line error on parser failure."""
     if "STRONGLY_TYPED" not in getattr(trt.NetworkDefinitionCreationFlag, "__members__", {}):
-        raise ExportError(f"TensorRT {trt.__version__} has no strongly typed networks; use TensorRT >= 10")
+        raise EngineError(f"TensorRT {trt.__version__} has no strongly typed networks; use TensorRT >= 10")
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse_from_file(str(onnx_path)) if hasattr(parser, "parse_from_file") else \
@@ -190,7 +190,7 @@ def parse_network(trt, builder, logger, onnx_path: Path):
                 node = f" at node {first.node_name()!s} ({first.node_operator()!s})"
             except Exception:  # noqa: BLE001 - older parsers have no node_name
                 node = f" at node {first.node()}"
-        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}{node}: {text[:300]}")
+        raise EngineError(f"TensorRT's ONNX parser rejected {onnx_path}{node}: {text[:300]}")
     return network, parser
 
 
@@ -238,7 +238,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
     info = trt_info(trt)
     onnx_path, out = Path(onnx_path), Path(out)
     if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise EngineError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     builder_opts = {"opt_level": opt_level, "workspace_mib": workspace_mib}
     key = engine_key(onnx_path, precision, profile, plugins, builder_opts)
     if not force:
@@ -257,10 +257,10 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
     try:
         spec = read_io(proto, str(onnx_path))
     except ValueError as exc:
-        raise ExportError(str(exc)) from None
+        raise EngineError(str(exc)) from None
     shapes = io_profile(spec, profile)  # odd i420 profiles are refused before the parse
     if has_plugin_nodes(proto) and not plugin_registered(trt):
-        raise ExportError(f"{onnx_path} uses the {opspec.NAME} plugin; pass --plugins liblcoan_plugins.so "
+        raise EngineError(f"{onnx_path} uses the {opspec.NAME} plugin; pass --plugins liblcoan_plugins.so "
                           "(or build the --sort onnx graph)")
     logger = make_logger(trt, verbose)
     builder = trt.Builder(logger)
@@ -269,7 +269,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
     parse_s = time.perf_counter() - t0
     net = _network_info(network)
     if tuple(net.inputs) != spec.inputs or tuple(net.outputs) != spec.outputs:
-        raise ExportError(f"{onnx_path}: a {spec.mode} graph has inputs {list(spec.inputs)} and outputs "
+        raise EngineError(f"{onnx_path}: a {spec.mode} graph has inputs {list(spec.inputs)} and outputs "
                           f"{list(spec.outputs)}, got {net.inputs} -> {net.outputs}")
 
     config = builder.create_builder_config()
@@ -296,7 +296,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str, prof
     if serialized is None:
         errors = logger.errors()
         detail = " ".join(errors[-1].split())[:300] if errors else "see the TensorRT log (--verbose)"
-        raise ExportError(f"TensorRT could not build {onnx_path} ({precision}, profile "
+        raise EngineError(f"TensorRT could not build {onnx_path} ({precision}, profile "
                           f"{profile.label()}): {detail}")
     data = bytes(memoryview(serialized))
     from lcoan.safeio import atomic_write

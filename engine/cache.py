@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from export.errors import ExportError
+from .errors import EngineError
 
 SIDECAR_SUFFIX = ".json"
 SCHEMA = 1
@@ -145,22 +145,22 @@ def lookup(engine: str | Path, key: EngineKey) -> tuple[bool, str]:
 def check_engine_file(engine: str | Path) -> dict:
     """The checks that need neither TensorRT nor a GPU: the engine exists, its sidecar is present
     and valid JSON, and the engine bytes are the ones the sidecar records. Returns the sidecar;
-    raises a one-line :class:`ExportError` naming the file otherwise."""
+    raises a one-line :class:`EngineError` naming the file otherwise."""
     engine = Path(engine)
     if not engine.is_file():
-        raise ExportError(f"{engine}: no such engine file")
+        raise EngineError(f"{engine}: no such engine file")
     problem = sidecar_problem(engine)
     if problem == "missing":
-        raise ExportError(f"{engine}: no sidecar {sidecar_path(engine).name}; rebuild it with "
+        raise EngineError(f"{engine}: no sidecar {sidecar_path(engine).name}; rebuild it with "
                           "`python -m export.to_trt` (engines are tied to one TensorRT version and GPU)")
     if problem is not None:
-        raise ExportError(f"{engine}: its sidecar {sidecar_path(engine).name} is {problem}; rebuild it with "
+        raise EngineError(f"{engine}: its sidecar {sidecar_path(engine).name} is {problem}; rebuild it with "
                           "`python -m export.to_trt`")
     side = read_sidecar(engine)
     recorded = side.get("engine_sha256")
     if recorded and recorded != sha256_file(engine):
         size = engine.stat().st_size
-        raise ExportError(f"{engine} does not match the sha256 in its sidecar (truncated or replaced? "
+        raise EngineError(f"{engine} does not match the sha256 in its sidecar (truncated or replaced? "
                           f"{size} bytes); rebuild it")
     return side
 
@@ -169,17 +169,17 @@ def check_built_for(engine: str | Path, side: dict, trt_label: str | None = None
     """The sidecar's TensorRT (and GPU, when ``device`` is known) must be the running ones."""
     built = side["key"].get("trt")
     if trt_label is not None and built != trt_label:
-        raise ExportError(f"{engine} was built with {built}, this is {trt_label}; rebuild it with "
+        raise EngineError(f"{engine} was built with {built}, this is {trt_label}; rebuild it with "
                           "`python -m export.to_trt`")
     built_dev = side["key"].get("device")
     if device is not None and built_dev not in (device, "cpu-build"):
-        raise ExportError(f"{engine} was built for {built_dev}, this GPU is {device}; rebuild it")
+        raise EngineError(f"{engine} was built for {built_dev}, this GPU is {device}; rebuild it")
 
 
 def check_loadable(engine: str | Path, trt_label: str | None, device: str | None = None) -> dict:
     """The sidecar of ``engine`` if it may be deserialised by ``trt_label`` on ``device``.
 
-    Raises a one-line :class:`ExportError` otherwise (no sidecar or a broken one, engine bytes
+    Raises a one-line :class:`EngineError` otherwise (no sidecar or a broken one, engine bytes
     that are not the ones recorded, another TensorRT, another GPU), in that order: the file checks
     come first, so a wrong or truncated engine is diagnosed on any machine.
     """

@@ -1,9 +1,10 @@
 """The engine stage's one-line error.
 
-:class:`EngineError` is what ``engine.trt`` (finding TensorRT, checking plugin libraries) and
-``engine.runtime`` (loading and running engines) raise: a :class:`lcoan.errors.LcoanError`, so
-``run_cli`` prints it as one ``error: ...`` line with exit status 2, like ``export``'s
-``ExportError`` for the stage below.
+:class:`EngineError` is what ``engine.trt`` (finding TensorRT, checking plugin libraries),
+``engine.build`` (shape profiles, plugin loading, building), ``engine.cache`` (engine files and
+their sidecars) and ``engine.runtime`` (loading and running engines) raise: a
+:class:`lcoan.errors.LcoanError`, so ``run_cli`` prints it as one ``error: ...`` line with exit
+status 2, like ``export``'s ``ExportError`` for the stage below.
 """
 from __future__ import annotations
 

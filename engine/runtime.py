@@ -15,7 +15,7 @@ TensorRT-RTX share this API). The engine's sidecar is checked before deserialisi
 (``engine.cache.check_loadable``), and before the GPU check, so a wrong or truncated engine is
 reported as such on any machine. Without a TensorRT runtime or a CUDA GPU the constructor then
 raises a one-line :class:`RuntimeUnavailable`; any other problem with an engine is an
-:class:`engine.errors.EngineError` (the sidecar checks raise ``engine.cache``'s error).
+:class:`engine.errors.EngineError`, the sidecar checks' included.
 
 Comparing an engine with ONNX Runtime (the parity report and Polygraphy) is ``verify.parity``'s
 (``compare_engine``, with ``verify.engine_vs_ort`` for Polygraphy).

@@ -35,18 +35,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from lcoan.errors import EXIT_FAILED, ArgumentParser, LcoanError, exit_status, one_line, report, run_cli
+from lcoan.errors import EXIT_FAILED, ArgumentParser, exit_status, one_line, report, run_cli
+
+from .errors import ServeError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-serve"
 LOOPBACK = "127.0.0.1"
-
-
-class ServeError(LcoanError, RuntimeError):
-    """A problem the user can fix (missing serving venv, bad repository); the message is one line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from export.errors import ExportError
 from lcoan.graph_io import GraphIO, load_onnx, read_io
+
+from .errors import ServeError
 
 MODEL_NAME = "lcoan"
 DEFAULT_MAX_BATCH = 8
@@ -152,11 +153,11 @@ def parse_config(text: str, source: str = "config"):
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except ImportError:
-        raise ExportError("checking a Triton config needs tritonclient: pip install 'lcoan-edge[serve]'") from None
+        raise ServeError("checking a Triton config needs tritonclient: pip install 'lcoan-edge[serve]'") from None
     try:
         return text_format.Parse(text, model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:
-        raise ExportError(f"{source} is not a valid Triton model config: {exc}") from None
+        raise ServeError(f"{source} is not a valid Triton model config: {exc}") from None
 
 
 def config_io(config) -> dict[str, list[TensorSpec]]:
@@ -252,7 +253,7 @@ def plugin_registration(path: str | Path) -> str:
         from elftools.common.exceptions import ELFError
         from elftools.elf.elffile import ELFFile
     except ImportError:
-        raise ExportError("checking a plugin library needs pyelftools: pip install 'lcoan-edge[serve]'") from None
+        raise ServeError("checking a plugin library needs pyelftools: pip install 'lcoan-edge[serve]'") from None
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
@@ -264,7 +265,7 @@ def plugin_registration(path: str | Path) -> str:
                 (undefined if sym["st_shndx"] == "SHN_UNDEF" else defined).add(sym.name)
             has_init = elf.get_section_by_name(".init_array") is not None
     except (OSError, ELFError) as exc:
-        raise ExportError(f"plugin library {path}: not a readable ELF shared library ({exc})") from None
+        raise ServeError(f"plugin library {path}: not a readable ELF shared library ({exc})") from None
     from engine.trt import plugin_build_info
     recorded = plugin_build_info(path)   # the line plugins.build embeds, when it built the library
     if "getCreators" in defined or (recorded is not None and recorded.registration != "static"):
@@ -277,13 +278,13 @@ def plugin_registration(path: str | Path) -> str:
 def check_static_plugin(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"plugin library {path} not found; build {STATIC_PLUGIN_LIB} with `python -m plugins.build` "
+        raise ServeError(f"plugin library {path} not found; build {STATIC_PLUGIN_LIB} with `python -m plugins.build` "
                           "against the serving container's TensorRT")
     kind = plugin_registration(path)
     if kind != "static":
         why = ("it registers through getCreators (dynamic registration), which Triton never calls"
                if kind == "dynamic" else "it does not register a plugin creator when loaded")
-        raise ExportError(f"plugin library {path} cannot serve in Triton: {why}; Triton loads plugins with "
+        raise ServeError(f"plugin library {path} cannot serve in Triton: {why}; Triton loads plugins with "
                           f"dlopen (LD_PRELOAD or --backend-config=tensorrt,plugins=...), so it needs the "
                           f"self-registering {STATIC_PLUGIN_LIB}")
     return path
@@ -299,7 +300,7 @@ def _hw(value, what: str) -> tuple[int, int]:
     else:
         dims = tuple(int(v) for v in value)
     if len(dims) != 2 or min(dims) < 1:
-        raise ExportError(f"{what} {value!r}: expected HxW with positive sizes, e.g. 96x96")
+        raise ServeError(f"{what} {value!r}: expected HxW with positive sizes, e.g. 96x96")
     return dims
 
 
@@ -307,7 +308,7 @@ def serving_profile(max_batch: int, min_hw, opt_hw, max_hw):
     """min 1 x min_hw, opt and max at ``max_batch``: the batch range Triton's config must match."""
     from engine.build import make_profile
     if max_batch < 1:
-        raise ExportError(f"max batch must be >= 1, got {max_batch}")
+        raise ServeError(f"max batch must be >= 1, got {max_batch}")
     (h0, w0), (h1, w1), (h2, w2) = _hw(min_hw, "--min-hw"), _hw(opt_hw, "--opt-hw"), _hw(max_hw, "--max-hw")
     return make_profile((1, 3, h0, w0), (max_batch, 3, h1, w1), (max_batch, 3, h2, w2))
 
@@ -343,19 +344,19 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
     from export.to_onnx import export_onnx, io_spec, load_weights
     from pipeline.to_trt import prepare_graph
     if onnx and io is not None:
-        raise ExportError("--io is for exporting from weights; a graph given as --onnx keeps its own I/O")
+        raise ServeError("--io is for exporting from weights; a graph given as --onnx keeps its own I/O")
     spec = read_io(onnx) if onnx else io_spec(io or "float")
 
     out = Path(out)
     if out.exists() and not force:
-        raise ExportError(f"{out} exists; pass --force to replace it")
+        raise ServeError(f"{out} exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
+        raise ServeError(f"{out} exists and is not a folder")
     for given in (weights, onnx, plugins, serve_plugins, calib):
         if given and out.exists() and _inside(Path(given), out):
-            raise ExportError(f"{given} is inside {out}, which would be replaced; write the repository elsewhere")
+            raise ServeError(f"{given} is inside {out}, which would be replaced; write the repository elsewhere")
     if instances < 1 or cpu_instances < 1:
-        raise ExportError("instance counts must be >= 1")
+        raise ServeError("instance counts must be >= 1")
     from lcoan.safeio import check_writable
     check_writable(out.parent / f".{out.name}.staging", what="model repository")  # before any build
     profile = serving_profile(max_batch, min_hw, opt_hw, max_hw)
@@ -367,7 +368,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             name = Path(plugins).name
             serve_plugins = str(Path(plugins).with_name(name.replace("liblcoan_plugins_", "liblcoan_plugins_static_", 1)))
         if serve_plugins is None:
-            raise ExportError("a --sort plugin engine needs the plugin libraries: --plugins liblcoan_plugins_trt<major>.so "
+            raise ServeError("a --sort plugin engine needs the plugin libraries: --plugins liblcoan_plugins_trt<major>.so "
                               f"(to build) and {STATIC_PLUGIN_LIB} beside it or as --serve-plugins (for Triton)")
         static_lib = check_static_plugin(serve_plugins)
 
@@ -397,7 +398,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
                     _graph_dtype(onnx) == "fp32":
                 cpu_graph = Path(onnx)
             elif onnx:
-                raise ExportError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
+                raise ServeError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
                                   "give that graph as --onnx (or --weights) and choose the engine with --fp16/--int8")
             else:
                 cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx", io=spec)
@@ -410,10 +411,10 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             differs = io_mismatch(engine_io, graph_io)
             names = ([s.name for s in engine_io["inputs"]], [s.name for s in engine_io["outputs"]])
             if names != (list(spec.inputs), list(spec.outputs)):
-                raise ExportError(f"the engine's I/O is {names[0]} -> {names[1]}, not {list(spec.inputs)} -> "
+                raise ServeError(f"the engine's I/O is {names[0]} -> {names[1]}, not {list(spec.inputs)} -> "
                                   f"{list(spec.outputs)} ({spec.describe()})")
             if differs:
-                raise ExportError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
+                raise ServeError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
             props = load_onnx(version / "model.onnx", external_data=False).metadata_props
             scale_used = int({p.key: p.value for p in props}.get("lcoan_scale", scale or 2))  # written by export.to_onnx
             header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
@@ -428,7 +429,7 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             for text, path in ((prod, model_dir / "config.pbtxt"), (cpu, model_dir / "configs" / "cpu.pbtxt")):
                 try:
                     parse_config(text, str(path.relative_to(staging)))
-                except ExportError as exc:
+                except ServeError as exc:
                     if "needs tritonclient" not in str(exc):
                         raise
                     log(f"not checked against Triton's schema: {exc}")

@@ -582,14 +582,14 @@ ENGINE_DAMAGES = {
 @pytest.mark.parametrize("how", ENGINE_DAMAGES)
 def test_engine_loader_names_the_file_in_one_line(tmp_path, how):
     from engine import cache
-    from export.errors import ExportError
+    from engine.errors import EngineError
     engine = tmp_path / "g.engine"
     engine.write_bytes(bytes(range(256)) * 4)
     key = cache.EngineKey("0" * 64, "tensorrt_rtx 1.7.1", "cpu-build", "fp32", {})
     cache.write_sidecar(engine, key, engine_sha256=cache.sha256_file(engine))
     assert cache.check_loadable(engine, "tensorrt_rtx 1.7.1")["key"]["trt"] == "tensorrt_rtx 1.7.1"
     ENGINE_DAMAGES[how](engine, cache.sidecar_path(engine))
-    with pytest.raises(ExportError) as info:
+    with pytest.raises(EngineError) as info:
         cache.check_loadable(engine, "tensorrt 10.3.0")
     message = str(info.value)
     assert str(engine) in message and "\n" not in message, message

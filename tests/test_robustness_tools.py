@@ -277,7 +277,7 @@ def test_engine_checks_run_before_the_gpu_check(tmp_path):
     """A truncated engine and a broken sidecar are diagnosed here, on a machine without a GPU."""
     pytest.importorskip("tensorrt_rtx") if not _has_trt() else None
     from engine import cache
-    from export.errors import ExportError
+    from engine.errors import EngineError
     from engine.runtime import Engine, RuntimeUnavailable
     from export.to_onnx import export_onnx
     from engine.build import build_engine, make_profile
@@ -286,19 +286,19 @@ def test_engine_checks_run_before_the_gpu_check(tmp_path):
                           profile=make_profile("1x3x16x16", "1x3x16x16", "1x3x32x32")).engine
     good = engine.read_bytes()
     engine.write_bytes(good[: len(good) // 2])  # truncated copy
-    with pytest.raises(ExportError, match="sha256") as info:
+    with pytest.raises(EngineError, match="sha256") as info:
         Engine(engine)
     assert not isinstance(info.value, RuntimeUnavailable)
     engine.write_bytes(good)
     side = cache.sidecar_path(engine)
     side.write_text(side.read_text()[:40])  # broken JSON
-    with pytest.raises(ExportError, match="broken") as info:
+    with pytest.raises(EngineError, match="broken") as info:
         Engine(engine)
     assert "no sidecar" not in str(info.value)
     reuse, reason = cache.lookup(engine, cache.EngineKey("x", "y", "z", "fp32", {}))
     assert not reuse and "broken" in reason
     side.unlink()
-    with pytest.raises(ExportError, match="no sidecar"):
+    with pytest.raises(EngineError, match="no sidecar"):
         Engine(engine)
     if not torch.cuda.is_available():  # intact engine and sidecar: only now does the GPU matter
         build_engine(onnx_path, engine, precision="fp32", opt_level=0, log=lambda _m: None, force=True,

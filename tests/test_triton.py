@@ -38,7 +38,7 @@ from tritonclient.grpc import model_config_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from engine import cache as cache_lib  # noqa: E402
-from export.errors import ExportError  # noqa: E402
+from serve.errors import ServeError  # noqa: E402
 from serve import server as serve_server  # noqa: E402
 from serve import triton  # noqa: E402
 
@@ -168,7 +168,7 @@ def test_production_config_parses_and_matches_engine_and_graph(repo):
 
 def test_schema_check_catches_a_typo(repo):
     text = repo.production_config.read_text().replace("max_batch_size", "max_batch_sise")
-    with pytest.raises(ExportError, match="not a valid Triton model config"):
+    with pytest.raises(ServeError, match="not a valid Triton model config"):
         triton.parse_config(text, "config.pbtxt")
 
 
@@ -201,9 +201,9 @@ def test_plugin_registration_is_read_from_the_elf_symbols(tmp_path):
     """)
     assert triton.plugin_registration(static) == "static"
     assert triton.plugin_registration(dynamic) == "dynamic"
-    with pytest.raises(ExportError, match="getCreators.*self-registering liblcoan_plugins_static_trt"):
+    with pytest.raises(ServeError, match="getCreators.*self-registering liblcoan_plugins_static_trt"):
         triton.check_static_plugin(dynamic)
-    with pytest.raises(ExportError, match="not a readable ELF"):
+    with pytest.raises(ServeError, match="not a readable ELF"):
         triton.plugin_registration(Path(__file__))
 
 

@@ -17,7 +17,6 @@ import lcoan
 from engine import cache as cache_lib
 from engine.errors import EngineError
 from export import export_onnx
-from export.errors import ExportError
 from conftest import REPO, shared_path
 
 pytestmark = pytest.mark.trt
@@ -168,7 +167,7 @@ def test_engine_from_other_tensorrt_is_never_loaded_blindly(graphs):
     result = _build(graphs, "fp32", out, force=True)
     label = result.key.trt
     assert cache_lib.check_loadable(out, label)["key"]["trt"] == label
-    with pytest.raises(ExportError, match="was built with"):
+    with pytest.raises(EngineError, match="was built with"):
         cache_lib.check_loadable(out, "tensorrt 10.3.0")
     side = cache_lib.sidecar_path(out)
     data = json.loads(side.read_text())
@@ -176,15 +175,15 @@ def test_engine_from_other_tensorrt_is_never_loaded_blindly(graphs):
     side.write_text(json.dumps(data))
     reuse, reason = cache_lib.lookup(out, result.key)
     assert not reuse and "trt" in reason
-    with pytest.raises(ExportError, match="tensorrt 11.0.0"):
+    with pytest.raises(EngineError, match="tensorrt 11.0.0"):
         cache_lib.check_loadable(out, label)
     side.unlink()
-    with pytest.raises(ExportError, match="no sidecar"):
+    with pytest.raises(EngineError, match="no sidecar"):
         cache_lib.check_loadable(out, label)
     out.write_bytes(b"tampered")
     _build(graphs, "fp32", out, force=True)
     out.write_bytes(out.read_bytes() + b"x")
-    with pytest.raises(ExportError, match="sha256"):
+    with pytest.raises(EngineError, match="sha256"):
         cache_lib.check_loadable(out, label)
 
 
@@ -243,7 +242,7 @@ def test_plugin_library_that_fails_to_load(tmp_path):
 
 def test_plugin_graph_without_library_is_a_clear_error(tiny, tmp_path):
     graph = export_onnx(tiny, tmp_path / "plugin.onnx", sort="plugin")
-    with pytest.raises(ExportError, match="uses the LCoAClusterSort plugin; pass --plugins"):
+    with pytest.raises(EngineError, match="uses the LCoAClusterSort plugin; pass --plugins"):
         build_engine(graph, tmp_path / "p.engine", precision="fp32", profile=make_profile(*PROFILE),
                      log=lambda _m: None)
 
@@ -307,6 +306,6 @@ def test_integer_io_engines_build(graphs, io, precision):
     assert (side["io"]["colorspace"], side["io"]["range"]) == (("bt709", "limited") if io == "i420" else (None, None))
     assert result.engine.stat().st_size > 100_000
     if io == "i420":
-        with pytest.raises(ExportError, match="even width and height"):
+        with pytest.raises(EngineError, match="even width and height"):
             build_engine(graph, graphs["dir"] / "odd.engine", precision=precision,
                          profile=make_profile("1x3x15x16", "1x3x32x32", "1x3x48x64"), log=lambda _m: None)
