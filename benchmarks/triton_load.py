@@ -39,14 +39,14 @@ VARIANTS = (  # (label, dynamic batching, instances)
 def variant_repository(source_model: Path, folder: Path, *, dynamic: bool, instances: int, threads: int,
                        max_batch: int, queue_delay_us: int) -> Path:
     """A repository whose CPU config is this variant's; the version folder is the source's (symlink)."""
-    from serve import triton
-    model = folder / triton.MODEL_NAME
+    from serve import repository
+    model = folder / repository.MODEL_NAME
     (model / "configs").mkdir(parents=True)
     (model / "1").symlink_to(source_model / "1", target_is_directory=True)
-    io = triton.onnx_io(source_model / "1" / "model.onnx")
-    text = triton.cpu_config(io["inputs"], io["outputs"], max_batch=max_batch, instances=instances, threads=threads,
+    io = repository.onnx_io(source_model / "1" / "model.onnx")
+    text = repository.cpu_config(io["inputs"], io["outputs"], max_batch=max_batch, instances=instances, threads=threads,
                              dynamic_batching=dynamic, queue_delay_us=queue_delay_us)
-    triton.parse_config(text, "cpu.pbtxt")
+    repository.parse_config(text, "cpu.pbtxt")
     (model / "configs" / "cpu.pbtxt").write_text(text)
     return folder
 
@@ -117,18 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         raise ExportError("--clients 1..64, --requests 1..10000 and --max-seconds up to 600 (bounded load)")
 
     from serve import server as srv
-    from serve import triton
+    from serve import repository
     from benchmarks.common import machine, print_table
 
     tmp = Path(tempfile.mkdtemp(prefix="lcoan_triton_load_"))
     try:
         if args.repo:
-            source = Path(args.repo) / triton.MODEL_NAME
+            source = Path(args.repo) / repository.MODEL_NAME
             if not (source / "1" / "model.onnx").is_file():
-                raise ExportError(f"{args.repo}: no {triton.MODEL_NAME}/1/model.onnx (write it with python -m export.to_triton)")
+                raise ExportError(f"{args.repo}: no {repository.MODEL_NAME}/1/model.onnx (write it with python -m export.to_triton)")
         else:
             print("writing a repository from the bundled weights ...", flush=True)
-            source = triton.write_repository(tmp / "repo", max_batch=args.max_batch, opt_level=0,
+            source = repository.write_repository(tmp / "repo", max_batch=args.max_batch, opt_level=0,
                                              log=lambda _m: None).model_dir
         rows = []
         for label, dynamic, instances in VARIANTS:
@@ -139,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             with srv.TritonServer(folder, config_name="cpu") as server:
                 import tritonclient.grpc as grpcclient
                 client = grpcclient.InferenceServerClient(server.grpc_url)
-                warm = run_load(server.grpc_url, triton.MODEL_NAME, clients=instances, requests=2 * instances,
+                warm = run_load(server.grpc_url, repository.MODEL_NAME, clients=instances, requests=2 * instances,
                                 max_seconds=60, tile=args.tile)   # first calls per instance: ORT's lazy init
-                before = client.get_inference_statistics(triton.MODEL_NAME, as_json=True)["model_stats"][0]
-                result = run_load(server.grpc_url, triton.MODEL_NAME, clients=args.clients, requests=args.requests,
+                before = client.get_inference_statistics(repository.MODEL_NAME, as_json=True)["model_stats"][0]
+                result = run_load(server.grpc_url, repository.MODEL_NAME, clients=args.clients, requests=args.requests,
                                   max_seconds=args.max_seconds, tile=args.tile)
-                after = client.get_inference_statistics(triton.MODEL_NAME, as_json=True)["model_stats"][0]
+                after = client.get_inference_statistics(repository.MODEL_NAME, as_json=True)["model_stats"][0]
                 client.close()
             inferences = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
             executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))

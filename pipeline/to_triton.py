@@ -7,7 +7,7 @@ CPU config (Python backend), plugin library for --sort plugin engines, README wi
                                [--sort onnx|plugin --plugins liblcoan_plugins.so [--serve-plugins F]] [--force]
                                [--io float|rgb8|i420 [--colorspace bt601|bt709] [--range limited|full]]
 
-A thin command over :func:`serve.triton.write_repository` (see there for the layout). ``--io``:
+A thin command over :func:`serve.repository.write_repository` (see there for the layout). ``--io``:
 the model takes and returns uint8 frames (see ``export.to_onnx``); both configs' data types and
 dims follow the graph's I/O.
 """
@@ -21,7 +21,7 @@ from lcoan.errors import ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serve import triton  # lazily: `--help` should not wait for the serving stack
+    from serve import repository  # lazily: `--help` should not wait for the serving stack
 
     p = ArgumentParser(prog="python -m export.to_triton", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="model repository folder to write")
@@ -33,22 +33,22 @@ def main(argv: list[str] | None = None) -> int:
         prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name)
     p.add_argument("--calib", help="folder of LR calibration images for --int8")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=None)
-    p.add_argument("--max-batch", type=int, default=triton.DEFAULT_MAX_BATCH,
+    p.add_argument("--max-batch", type=int, default=repository.DEFAULT_MAX_BATCH,
                    help="max_batch_size and the engine profile's max batch (default %(default)s)")
-    p.add_argument("--min-hw", default="x".join(map(str, triton.DEFAULT_MIN_HW)), help="smallest LR tile HxW")
-    p.add_argument("--opt-hw", default="x".join(map(str, triton.DEFAULT_OPT_HW)),
+    p.add_argument("--min-hw", default="x".join(map(str, repository.DEFAULT_MIN_HW)), help="smallest LR tile HxW")
+    p.add_argument("--opt-hw", default="x".join(map(str, repository.DEFAULT_OPT_HW)),
                    help="LR tile HxW the engine is tuned for (the clients' tile size)")
-    p.add_argument("--max-hw", default="x".join(map(str, triton.DEFAULT_MAX_HW)), help="largest LR tile HxW")
+    p.add_argument("--max-hw", default="x".join(map(str, repository.DEFAULT_MAX_HW)), help="largest LR tile HxW")
     p.add_argument("--instances", type=int, default=1, help="GPU model instances (production config)")
     p.add_argument("--cpu-instances", type=int, default=1, help="model instances of the CPU config")
     p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime threads per CPU instance (0: all)")
-    p.add_argument("--queue-delay-us", type=int, default=triton.DEFAULT_QUEUE_DELAY_US,
+    p.add_argument("--queue-delay-us", type=int, default=repository.DEFAULT_QUEUE_DELAY_US,
                    help="dynamic batcher's max queue delay")
     p.add_argument("--sort", choices=("onnx", "plugin"), default="onnx")
     p.add_argument("--plugins", help="plugin library the builder loads (liblcoan_plugins_trt<major>.so) for "
                    "--sort plugin")
     p.add_argument("--serve-plugins", help=f"self-registering library copied for Triton (default: "
-                   f"{triton.STATIC_PLUGIN_LIB} beside --plugins)")
+                   f"{repository.STATIC_PLUGIN_LIB} beside --plugins)")
     p.add_argument("--opt-level", type=int, default=None, help="builder optimization level (0-5)")
     p.add_argument("--work", help="keep the graphs the engine is built from here (default: a temporary folder)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         check_plugin_library(import_trt(), args.plugins)  # before any work, and before a restart
         if argv is None:  # a command line, not a library call: safe to restart
             reexec_for_rtx_plugins()
-    repo = triton.write_repository(
+    repo = repository.write_repository(
         args.out, weights=args.weights, onnx=args.onnx, scale=args.scale, precision=precision, sort=args.sort,
         plugins=args.plugins, serve_plugins=args.serve_plugins, max_batch=args.max_batch, min_hw=args.min_hw,
         opt_hw=args.opt_hw, max_hw=args.max_hw, instances=args.instances, cpu_instances=args.cpu_instances,

@@ -300,19 +300,19 @@ def test_triton_configs_follow_the_graph_io(graphs, tmp_path):
         import_trt()
     except TrtNotInstalled as exc:
         pytest.skip(str(exc))
-    from serve import triton
+    from serve import repository
     for key, dims in (("rgb8", {"lr": [-1, -1, 3], "sr": [-1, -1, 3]}),
                       ("i420", {"y": [-1, -1], "u": [-1, -1], "y_sr": [-1, -1], "v_sr": [-1, -1]})):
         path = tmp_path / f"{key}.onnx"
         path.write_bytes(graphs[key if key == "rgb8" else "i420_601_full"].SerializeToString())
-        io = triton.network_io(path)
-        assert io == triton.onnx_io(path) or triton.io_mismatch(io, triton.onnx_io(path)) is None
+        io = repository.network_io(path)
+        assert io == repository.onnx_io(path) or repository.io_mismatch(io, repository.onnx_io(path)) is None
         specs = {s.name: s for s in io["inputs"] + io["outputs"]}
         for name, want in dims.items():
             assert specs[name].data_type == "TYPE_UINT8" and specs[name].config_dims() == want, specs[name]
-        text = triton.production_config(io["inputs"], io["outputs"], max_batch=2)
+        text = repository.production_config(io["inputs"], io["outputs"], max_batch=2)
         assert "TYPE_FP32" not in text and text.count("TYPE_UINT8") == len(specs)
         try:
-            triton.parse_config(text)
+            repository.parse_config(text)
         except Exception as exc:  # noqa: BLE001 - without tritonclient the schema check is skipped
             assert "needs tritonclient" in str(exc)

@@ -40,7 +40,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from engine import cache as cache_lib  # noqa: E402
 from serve.errors import ServeError  # noqa: E402
 from serve import server as serve_server  # noqa: E402
-from serve import triton  # noqa: E402
+from serve import repository  # noqa: E402
 
 try:
     SERVING_ENV = serve_server.find_serving_env()
@@ -55,7 +55,7 @@ except trt_mod.TrtNotInstalled as exc:  # pragma: no cover - CI installs tensorr
     skip_unless_required("triton", f"no TensorRT to build the plan: {exc}", module=True)
 
 MAX_BATCH = 4
-MODEL = triton.MODEL_NAME
+MODEL = repository.MODEL_NAME
 needs_server = pytest.mark.skipif(SERVING_ENV is None and not required("triton"), reason=NO_SERVER or "n/a")
 
 
@@ -63,7 +63,7 @@ needs_server = pytest.mark.skipif(SERVING_ENV is None and not required("triton")
 def repo(tmp_path_factory):
     """The repository from the bundled weights: FP16 plan with a small profile (fast build)."""
     folder = tmp_path_factory.mktemp("triton")
-    return triton.write_repository(folder / "repo", precision="fp16", max_batch=MAX_BATCH, min_hw="16x16",
+    return repository.write_repository(folder / "repo", precision="fp16", max_batch=MAX_BATCH, min_hw="16x16",
                                    opt_hw="32x32", max_hw="64x64", opt_level=0, work=folder / "work",
                                    log=lambda _m: None)
 
@@ -169,7 +169,7 @@ def test_production_config_parses_and_matches_engine_and_graph(repo):
 def test_schema_check_catches_a_typo(repo):
     text = repo.production_config.read_text().replace("max_batch_size", "max_batch_sise")
     with pytest.raises(ServeError, match="not a valid Triton model config"):
-        triton.parse_config(text, "config.pbtxt")
+        repository.parse_config(text, "config.pbtxt")
 
 
 def test_cli_refuses_to_replace_without_force(repo):
@@ -199,12 +199,12 @@ def test_plugin_registration_is_read_from_the_elf_symbols(tmp_path):
     dynamic = _compile(tmp_path, "dyn", """
         extern "C" __attribute__((visibility("default"))) void* const* getCreators(int& n) { n = 0; return nullptr; }
     """)
-    assert triton.plugin_registration(static) == "static"
-    assert triton.plugin_registration(dynamic) == "dynamic"
+    assert repository.plugin_registration(static) == "static"
+    assert repository.plugin_registration(dynamic) == "dynamic"
     with pytest.raises(ServeError, match="getCreators.*self-registering liblcoan_plugins_static_trt"):
-        triton.check_static_plugin(dynamic)
+        repository.check_static_plugin(dynamic)
     with pytest.raises(ServeError, match="not a readable ELF"):
-        triton.plugin_registration(Path(__file__))
+        repository.plugin_registration(Path(__file__))
 
 
 def test_plugin_engine_repository_copies_the_static_library(tmp_path):
@@ -220,7 +220,7 @@ def test_plugin_engine_repository_copies_the_static_library(tmp_path):
     else:
         pytest.skip(f"plugin libraries not built ({dynamic.name}, {static.name}: python -m plugins.build "
                     "needs the TensorRT headers)")
-    assert triton.plugin_registration(dynamic) == "dynamic"
+    assert repository.plugin_registration(dynamic) == "dynamic"
     out = tmp_path / "repo"
     # The command line: it restarts itself when TensorRT-RTX needs its unversioned library for plugins.
     run = subprocess.run([sys.executable, "-m", "export.to_triton", "--out", str(out), "--sort", "plugin", "--fp32",
@@ -229,7 +229,7 @@ def test_plugin_engine_repository_copies_the_static_library(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     copied = out / MODEL / "plugins" / static.name
     assert copied.read_bytes() == static.read_bytes()      # the self-registering one, not the dynamic one
-    assert triton.plugin_registration(copied) == "static"
+    assert repository.plugin_registration(copied) == "static"
     side = json.loads((out / MODEL / "1" / "model.plan.json").read_text())
     assert side["sort"] == "plugin" and side["network"]["layer_types"].get("PLUGIN_V3", 0) >= 1
     assert f"--backend-config=tensorrt,plugins=/models/lcoan/plugins/{static.name}" in (out / "README.md").read_text()

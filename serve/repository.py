@@ -1,6 +1,6 @@
 """A Triton Inference Server model repository for LCoAN.
 
-    from serve.triton import write_repository
+    from serve.repository import write_repository
     repo = write_repository("triton_repo")     # bundled weights, FP16 engine, batch 8
 
 writes (atomically: a staging folder renamed into place)::
@@ -337,42 +337,21 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
     beside ``plugins``). ``io``: the graph I/O when exporting from weights (``export.to_onnx --io``;
     a graph given as ``onnx`` keeps its own); both configs take their names, data types and dims
     from the engine and the CPU graph, which have the same I/O."""
-
-    from engine import cache
-    from engine.build import build_engine, has_plugin_nodes
     from engine.trt import trt_info
-    from export.to_onnx import export_onnx, io_spec, load_weights
-    from pipeline.to_trt import prepare_graph
+    from export.to_onnx import io_spec
+    from lcoan.safeio import atomic_folder
     if onnx and io is not None:
         raise ServeError("--io is for exporting from weights; a graph given as --onnx keeps its own I/O")
     spec = read_io(onnx) if onnx else io_spec(io or "float")
-
-    out = Path(out)
-    if out.exists() and not force:
-        raise ServeError(f"{out} exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise ServeError(f"{out} exists and is not a folder")
-    for given in (weights, onnx, plugins, serve_plugins, calib):
-        if given and out.exists() and _inside(Path(given), out):
-            raise ServeError(f"{given} is inside {out}, which would be replaced; write the repository elsewhere")
+    out = _check_out(Path(out), force, given=(weights, onnx, plugins, serve_plugins, calib))
     if instances < 1 or cpu_instances < 1:
         raise ServeError("instance counts must be >= 1")
     from lcoan.safeio import check_writable
     check_writable(out.parent / f".{out.name}.staging", what="model repository")  # before any build
     profile = serving_profile(max_batch, min_hw, opt_hw, max_hw)
     info = trt_info()   # fail before exporting when TensorRT is missing
-    static_lib = None
-    if sort == "plugin" or (onnx and has_plugin_nodes(load_onnx(onnx, external_data=False))):
-        if serve_plugins is None and plugins and Path(plugins).name.startswith("liblcoan_plugins_"):
-            # liblcoan_plugins_trt11.so -> liblcoan_plugins_static_trt11.so (plugins.build's names)
-            name = Path(plugins).name
-            serve_plugins = str(Path(plugins).with_name(name.replace("liblcoan_plugins_", "liblcoan_plugins_static_", 1)))
-        if serve_plugins is None:
-            raise ServeError("a --sort plugin engine needs the plugin libraries: --plugins liblcoan_plugins_trt<major>.so "
-                              f"(to build) and {STATIC_PLUGIN_LIB} beside it or as --serve-plugins (for Triton)")
-        static_lib = check_static_plugin(serve_plugins)
+    static_lib = _serving_plugin(sort, onnx, plugins, serve_plugins)
 
-    from lcoan.safeio import atomic_folder
     tmp_work = None if work else tempfile.TemporaryDirectory(prefix="lcoan_triton_build_")
     work_dir = Path(work) if work else Path(tmp_work.name)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -382,70 +361,26 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             version = model_dir / "1"
             version.mkdir(parents=True)
             (model_dir / "configs").mkdir()
-
-            # the engine
-            engine_out = work_dir / "model.plan"
-            source = prepare_graph(onnx_path=onnx, weights=weights, precision=precision, sort=sort, out=engine_out,
-                                   calib=calib, scale=scale, log=log, io=None if onnx else spec)
-            result = build_engine(source.path, engine_out, precision=precision, profile=profile, plugins=plugins,
-                                  opt_level=opt_level, log=log, extra={"sort": source.sort, "timings": source.timings})
-            plan = version / "model.plan"
-            shutil.copy2(engine_out, plan)
-            shutil.copy2(cache.sidecar_path(engine_out), cache.sidecar_path(plan))
-
-            # the CPU graph: FP32 with the counting sort (ONNX Runtime needs no plugin for it)
-            if onnx and not has_plugin_nodes(load_onnx(onnx, external_data=False)) and \
-                    _graph_dtype(onnx) == "fp32":
-                cpu_graph = Path(onnx)
-            elif onnx:
-                raise ServeError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
-                                  "give that graph as --onnx (or --weights) and choose the engine with --fp16/--int8")
-            else:
-                cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx", io=spec)
-            shutil.copy2(cpu_graph, version / "model.onnx")
-            shutil.copy2(MODEL_PY, version / "model.py")
-
-            # configs: I/O from the network the engine was built from, checked against the CPU graph
-            engine_io = plan_io(plan, plugins) or network_io(source.path, plugins)
-            graph_io = onnx_io(version / "model.onnx")
-            differs = io_mismatch(engine_io, graph_io)
-            names = ([s.name for s in engine_io["inputs"]], [s.name for s in engine_io["outputs"]])
-            if names != (list(spec.inputs), list(spec.outputs)):
-                raise ServeError(f"the engine's I/O is {names[0]} -> {names[1]}, not {list(spec.inputs)} -> "
-                                  f"{list(spec.outputs)} ({spec.describe()})")
-            if differs:
-                raise ServeError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
+            source, result = _build_plan(version / "model.plan", work_dir, onnx=onnx, weights=weights,
+                                         precision=precision, sort=sort, calib=calib, scale=scale, spec=spec,
+                                         profile=profile, plugins=plugins, opt_level=opt_level, log=log)
+            _copy_cpu_graph(version, work_dir, onnx=onnx, weights=weights, scale=scale, spec=spec)
+            engine_io, graph_io = _checked_io(version, source.path, plugins, spec)
             props = load_onnx(version / "model.onnx", external_data=False).metadata_props
             scale_used = int({p.key: p.value for p in props}.get("lcoan_scale", scale or 2))  # written by export.to_onnx
-            header = (f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
-                      f"({result.key.device}), profile {profile.label()}.\n"
-                      "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")
-            prod = production_config(engine_io["inputs"], engine_io["outputs"], max_batch=max_batch,
-                                     instances=instances, queue_delay_us=queue_delay_us, header=header)
+            prod = production_config(
+                engine_io["inputs"], engine_io["outputs"], max_batch=max_batch, instances=instances,
+                queue_delay_us=queue_delay_us,
+                header=f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
+                       f"({result.key.device}), profile {profile.label()}.\n"
+                       "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")
             cpu = cpu_config(graph_io["inputs"], graph_io["outputs"], max_batch=max_batch, instances=cpu_instances,
                              threads=cpu_threads, queue_delay_us=queue_delay_us,
                              header=f"# LCoAN x{scale_used} on CPU: 1/model.onnx (FP32) through ONNX Runtime in the "
                                     "Python backend.\n# tritonserver --model-config-name=cpu selects this file.\n")
-            for text, path in ((prod, model_dir / "config.pbtxt"), (cpu, model_dir / "configs" / "cpu.pbtxt")):
-                try:
-                    parse_config(text, str(path.relative_to(staging)))
-                except ServeError as exc:
-                    if "needs tritonclient" not in str(exc):
-                        raise
-                    log(f"not checked against Triton's schema: {exc}")
-                path.write_text(text)
-
-            plugin_dest = None
-            if static_lib is not None:
-                plugin_dest = model_dir / "plugins" / static_lib.name
-                plugin_dest.parent.mkdir()
-                shutil.copy2(static_lib, plugin_dest)
-                check_static_plugin(plugin_dest)  # the copy is the self-registering library
-
-            side = json.loads(cache.sidecar_path(plan).read_text())
-            side["triton"] = {"max_batch_size": max_batch,
-                              "io": {k: [s.__dict__ for s in v] for k, v in engine_io.items() if k != "profile"}}
-            cache.sidecar_path(plan).write_text(json.dumps(side, indent=2) + "\n")
+            _write_configs(staging, {model_dir / "config.pbtxt": prod, model_dir / "configs" / "cpu.pbtxt": cpu}, log)
+            plugin_dest = _copy_plugin(model_dir, static_lib)
+            _record_in_sidecar(version / "model.plan", max_batch, engine_io)
             (staging / "README.md").write_text(repository_readme(
                 out, trt_label=info.label, flavour=info.flavour, precision=precision, profile=profile,
                 max_batch=max_batch, scale=scale_used, plugin=plugin_dest.name if plugin_dest else None,
@@ -457,6 +392,112 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
     return Repository(out, model_dir, model_dir / "1" / "model.plan", model_dir / "1" / "model.onnx",
                       (model_dir / "plugins" / static_lib.name) if static_lib is not None else None,
                       info.label, precision, profile.to_dict(), max_batch, engine_io)
+
+
+def _check_out(out: Path, force: bool, given: Sequence[str | None]) -> Path:
+    """``out`` if the repository may be written there: replaced only with ``force``, and never
+    over one of the ``given`` inputs."""
+    if out.exists() and not force:
+        raise ServeError(f"{out} exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ServeError(f"{out} exists and is not a folder")
+    for path in given:
+        if path and out.exists() and _inside(Path(path), out):
+            raise ServeError(f"{path} is inside {out}, which would be replaced; write the repository elsewhere")
+    return out
+
+
+def _serving_plugin(sort: str, onnx: str | None, plugins: str | None, serve_plugins: str | None) -> Path | None:
+    """The self-registering plugin library Triton needs for a plugin engine (checked); None without one."""
+    from engine.build import has_plugin_nodes
+    if not (sort == "plugin" or (onnx and has_plugin_nodes(load_onnx(onnx, external_data=False)))):
+        return None
+    if serve_plugins is None and plugins and Path(plugins).name.startswith("liblcoan_plugins_"):
+        # liblcoan_plugins_trt11.so -> liblcoan_plugins_static_trt11.so (plugins.build's names)
+        name = Path(plugins).name
+        serve_plugins = str(Path(plugins).with_name(name.replace("liblcoan_plugins_", "liblcoan_plugins_static_", 1)))
+    if serve_plugins is None:
+        raise ServeError("a --sort plugin engine needs the plugin libraries: --plugins liblcoan_plugins_trt<major>.so "
+                         f"(to build) and {STATIC_PLUGIN_LIB} beside it or as --serve-plugins (for Triton)")
+    return check_static_plugin(serve_plugins)
+
+
+def _build_plan(plan: Path, work_dir: Path, *, onnx, weights, precision, sort, calib, scale, spec, profile,
+                plugins, opt_level, log):
+    """The engine, built in ``work_dir`` (with its graphs) and copied to ``plan`` with its sidecar:
+    ``(GraphSource, BuildResult)``."""
+    from engine import cache
+    from engine.build import build_engine
+    from engine.graph_source import prepare_graph
+    engine_out = work_dir / "model.plan"
+    source = prepare_graph(onnx_path=onnx, weights=weights, precision=precision, sort=sort, out=engine_out,
+                           calib=calib, scale=scale, log=log, io=None if onnx else spec)
+    result = build_engine(source.path, engine_out, precision=precision, profile=profile, plugins=plugins,
+                          opt_level=opt_level, log=log, extra={"sort": source.sort, "timings": source.timings})
+    shutil.copy2(engine_out, plan)
+    shutil.copy2(cache.sidecar_path(engine_out), cache.sidecar_path(plan))
+    return source, result
+
+
+def _copy_cpu_graph(version: Path, work_dir: Path, *, onnx, weights, scale, spec: GraphIO) -> None:
+    """The CPU config's graph and model: FP32 with the counting sort (ONNX Runtime needs no plugin)."""
+    from engine.build import has_plugin_nodes
+    from export.to_onnx import export_onnx, load_weights
+    if onnx and not has_plugin_nodes(load_onnx(onnx, external_data=False)) and _graph_dtype(onnx) == "fp32":
+        cpu_graph = Path(onnx)
+    elif onnx:
+        raise ServeError(f"{onnx} is not an FP32 counting-sort graph; the CPU config needs one: "
+                         "give that graph as --onnx (or --weights) and choose the engine with --fp16/--int8")
+    else:
+        cpu_graph = export_onnx(load_weights(weights, scale), work_dir / "model.fp32.onnx", sort="onnx", io=spec)
+    shutil.copy2(cpu_graph, version / "model.onnx")
+    shutil.copy2(MODEL_PY, version / "model.py")
+
+
+def _checked_io(version: Path, network: Path, plugins: str | None, spec: GraphIO) -> tuple[dict, dict]:
+    """The I/O of the plan (or of the network it was built from) and of the CPU graph, which must
+    agree with each other and with ``spec``: ``(engine_io, graph_io)``."""
+    engine_io = plan_io(version / "model.plan", plugins) or network_io(network, plugins)
+    graph_io = onnx_io(version / "model.onnx")
+    names = ([s.name for s in engine_io["inputs"]], [s.name for s in engine_io["outputs"]])
+    if names != (list(spec.inputs), list(spec.outputs)):
+        raise ServeError(f"the engine's I/O is {names[0]} -> {names[1]}, not {list(spec.inputs)} -> "
+                         f"{list(spec.outputs)} ({spec.describe()})")
+    differs = io_mismatch(engine_io, graph_io)
+    if differs:
+        raise ServeError(f"the engine and the CPU graph disagree ({differs}); build both from the same weights")
+    return engine_io, graph_io
+
+
+def _write_configs(staging: Path, configs: dict[Path, str], log: Callable[[str], None]) -> None:
+    """Each config, checked against Triton's schema where tritonclient is installed."""
+    for path, text in configs.items():
+        try:
+            parse_config(text, str(path.relative_to(staging)))
+        except ServeError as exc:
+            if "needs tritonclient" not in str(exc):
+                raise
+            log(f"not checked against Triton's schema: {exc}")
+        path.write_text(text)
+
+
+def _copy_plugin(model_dir: Path, static_lib: Path | None) -> Path | None:
+    if static_lib is None:
+        return None
+    dest = model_dir / "plugins" / static_lib.name
+    dest.parent.mkdir()
+    shutil.copy2(static_lib, dest)
+    check_static_plugin(dest)  # the copy is the self-registering library
+    return dest
+
+
+def _record_in_sidecar(plan: Path, max_batch: int, engine_io: dict) -> None:
+    """What the configs were written from, in the plan's sidecar (``triton``)."""
+    from engine import cache
+    side = json.loads(cache.sidecar_path(plan).read_text())
+    side["triton"] = {"max_batch_size": max_batch,
+                      "io": {k: [s.__dict__ for s in v] for k, v in engine_io.items() if k != "profile"}}
+    cache.sidecar_path(plan).write_text(json.dumps(side, indent=2) + "\n")
 
 
 def _graph_dtype(path: str | Path) -> str:
