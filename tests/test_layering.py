@@ -52,6 +52,7 @@ def _copy(tmp_path: Path) -> Path:
     ("calib/quantize.py", "from pipeline import to_trt", "calib is not allowed to import pipeline"),
     ("engine/build.py", "import verify.parity", "engine.build -> verify.parity"),
     ("lcoan/opspec.py", "import export", "lcoan is not allowed to import export"),
+    ("serve/repository.py", "from pipeline import to_trt", "serve is not allowed to import pipeline"),
 ])
 def test_contracts_catch_an_upward_import(tmp_path, module, planted, message):
     root = _copy(tmp_path)
