@@ -347,13 +347,16 @@ def save_polygraphy(samples: Sequence[Sample], reference_outputs: dict, folder: 
     folder.mkdir(parents=True, exist_ok=True)
     inputs_path, outputs_path = folder / "inputs.json", folder / f"{runner_name}_outputs.json"
     feeds = [inputs[s.name] if inputs is not None else {INPUT_NAME: check_input(s.name, s.lr)} for s in samples]
-    save_json(feeds, str(inputs_path), description="LCoAN LR inputs")
+    from lcoan.safeio import atomic_output
+    with atomic_output(inputs_path) as tmp:   # Polygraphy writes in place; a failed run keeps the old file
+        save_json(feeds, str(tmp), description="LCoAN LR inputs")
 
     def named(out):
         return out if isinstance(out, dict) else {OUTPUT_NAME: out}
     results = RunResults([(runner_name, [IterationResult(named(reference_outputs[s.name]),
                                                          runner_name=runner_name) for s in samples])])
-    results.save(str(outputs_path))
+    with atomic_output(outputs_path) as tmp:
+        results.save(str(tmp))
     return inputs_path, outputs_path
 
 
