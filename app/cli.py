@@ -256,8 +256,12 @@ def _finish(args, pipe: Pipeline, summary: dict, output: Optional[str], total: O
     if not args.quiet and wrote:
         print("; ".join(wrote), file=sys.stderr)
     if pipe.error is not None:
-        if isinstance(pipe.error, LcoanError):  # a full disk, an unwritable file: its one line and status
+        from lcoan.safeio import OutputError
+        from .sinks import SinkError
+        if isinstance(pipe.error, (OutputError, SinkError)):  # a full disk, an unwritable file: the exit table's
             return report(one_line(pipe.error), pipe.error.exit_code)
+        if isinstance(pipe.error, LcoanError):  # a source failing mid-stream: the run failed
+            return report(one_line(pipe.error), EXIT_FAILED)
         return report(summary["error"], EXIT_FAILED)
     if summary["interrupted"]:
         return EXIT_INTERRUPTED

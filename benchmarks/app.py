@@ -28,9 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lcoan.data.paths import default_data_root
 
-from .common import machine
 
 # Jetson roofline for the --models table. Dense FP16 peaks of the GPU, derived from NVIDIA's
 # published GPU sparse-INT8 TOPS (Jetson Orin series data sheet; Jetson Orin Nano Super
@@ -43,6 +41,8 @@ JETSON_LR = (540, 960)     # x2 from 540p to 1080p, the app's real-time target
 
 def _machine() -> str:
     import torch
+
+    from .common import machine   # imports torch: not at module load (make gpu-check's bare python3)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{machine()}, {gpu}"
 
@@ -53,6 +53,7 @@ def make_clip(path: Path, frames: int = 150, size: tuple[int, int] = (960, 540),
     import numpy as np
     from PIL import Image
     w, h = size
+    from lcoan.data.paths import default_data_root   # lcoan.data imports torch: not at module load
     images = sorted((default_data_root() / "benchmark" / "Urban100" / "HR").glob("*.png"))
     if images:
         im = Image.open(images[len(images) // 2]).convert("RGB")
@@ -343,8 +344,11 @@ def main(argv=None) -> int:
 
     if args.gpu:
         from plugins.loader import cuda_devices
-        import torch
-        if not cuda_devices() or not torch.cuda.is_available():
+        try:  # make gpu-check runs on a bare CUDA machine's python3, which may have no torch
+            import torch
+        except ImportError:
+            torch = None
+        if not cuda_devices() or torch is None or not torch.cuda.is_available():
             print("benchmarks.app --gpu: no CUDA GPU visible (driver or torch); nothing to time. Run `make gpu-check` "
                   "on a machine with an NVIDIA GPU.")
             return 0
