@@ -343,7 +343,10 @@ _ARCH_FIELDS = ("scale", "n_feats", "n_groups", "n_blocks", "n_clusters", "windo
 def check_resume_config(path, saved: dict, raw: dict, model, preset: str) -> None:
     """A checkpoint resumes only the model it was trained as (preset, scale, architecture)."""
     want = model.config.to_dict()
-    diff = [f"{k} {saved.get(k)!r} -> {want[k]!r}" for k in _ARCH_FIELDS if saved.get(k) != want[k]]
+    # a field added after the checkpoint was written holds its default there (reparam: "")
+    defaults = _model_schema()
+    diff = [f"{k} {saved.get(k, defaults[k])!r} -> {want[k]!r}" for k in _ARCH_FIELDS
+            if saved.get(k, defaults[k]) != want[k]]
     if diff:
         old = (raw.get("train_config") or {}).get("model", {}).get("preset", "?")
         raise CheckpointError(path, f"checkpoint of preset {old} x{saved.get('scale')} cannot resume preset "

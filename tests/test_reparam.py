@@ -113,3 +113,13 @@ def test_unknown_branch_is_one_clear_error():
         parse_branches("1x1,sobol")
     with pytest.raises(ValueError, match="reparam branch"):
         build_model("tiny", reparam="3x3x3")
+
+
+def test_a_checkpoint_written_before_reparam_existed_still_resumes(tmp_path):
+    """Checkpoints from before the ``reparam`` field have no such key; they are plain-conv runs."""
+    from lcoan.train import check_resume_config
+    model = build_model("tiny", scale=2)
+    saved = {k: v for k, v in model.config.to_dict().items() if k != "reparam"}
+    check_resume_config(tmp_path / "last.pt", saved, {}, model, "tiny")            # no error
+    with pytest.raises(Exception, match="reparam"):
+        check_resume_config(tmp_path / "last.pt", saved, {}, build_model("tiny", reparam="1x1"), "tiny")
