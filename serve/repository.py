@@ -10,7 +10,8 @@ writes (atomically: a staging folder renamed into place)::
       lcoan/
         config.pbtxt               production: platform tensorrt_plan, dims [3, -1, -1],
                                    max_batch_size = the engine profile's max batch, GPU instances,
-                                   dynamic batching of equal-size tiles
+                                   dynamic batching of equal-size tiles, parameters lcoan_io
+                                   (and lcoan_colorspace, lcoan_range for I420 graphs)
         configs/cpu.pbtxt          CPU: Python backend running 1/model.onnx through ONNX Runtime
                                    (selected with --model-config-name=cpu)
         1/model.plan               the engine (python -m export.to_trt), 1/model.plan.json its sidecar
@@ -105,11 +106,27 @@ def _batching_block(dynamic: bool, queue_delay_us: int) -> str:
     return f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(queue_delay_us)}\n}}\n"
 
 
+def graph_parameters(spec: GraphIO) -> dict[str, str]:
+    """What a client must know of the graph's I/O beyond names and types, as config parameters:
+    ``lcoan_io`` and, for I420, ``lcoan_colorspace`` and ``lcoan_range`` (the app's Triton backend
+    reads them to match the stream's colour tags; the graph's own metadata is not visible to it)."""
+    params = {"lcoan_io": spec.mode}
+    if spec.mode == "i420":
+        params |= {"lcoan_colorspace": spec.colorspace, "lcoan_range": spec.range}
+    return params
+
+
+def _parameters_block(params: dict[str, str]) -> str:
+    return "".join(f'parameters {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}\n'
+                   for k, v in params.items())
+
+
 def production_config(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, max_batch: int,
                       instances: int = 1, dynamic_batching: bool = True,
                       queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, header: str = "",
-                      name: str = MODEL_NAME) -> str:
-    """``config.pbtxt`` for ``platform: "tensorrt_plan"``; I/O taken from the engine."""
+                      name: str = MODEL_NAME, parameters: dict[str, str] | None = None) -> str:
+    """``config.pbtxt`` for ``platform: "tensorrt_plan"``; I/O taken from the engine, ``parameters``
+    from :func:`graph_parameters`."""
     text = header + textwrap.dedent(f"""\
         name: "{name}"
         platform: "tensorrt_plan"
@@ -119,12 +136,13 @@ def production_config(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec
         """)
     text += "".join(_io_block("input", s) for s in inputs) + "".join(_io_block("output", s) for s in outputs)
     text += f"instance_group [\n  {{\n    count: {int(instances)}\n    kind: KIND_GPU\n  }}\n]\n"
-    return text + _batching_block(dynamic_batching, queue_delay_us)
+    return text + _batching_block(dynamic_batching, queue_delay_us) + _parameters_block(parameters or {})
 
 
 def cpu_config(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, max_batch: int,
                instances: int = 1, threads: int = 0, dynamic_batching: bool = True,
-               queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, header: str = "", name: str = MODEL_NAME) -> str:
+               queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, header: str = "", name: str = MODEL_NAME,
+               parameters: dict[str, str] | None = None) -> str:
     """``configs/cpu.pbtxt``: the Python backend running ``1/model.onnx`` through ONNX Runtime."""
     text = header + textwrap.dedent(f"""\
         name: "{name}"
@@ -134,17 +152,8 @@ def cpu_config(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, m
     text += "".join(_io_block("input", s) for s in inputs) + "".join(_io_block("output", s) for s in outputs)
     text += f"instance_group [\n  {{\n    count: {int(instances)}\n    kind: KIND_CPU\n  }}\n]\n"
     text += _batching_block(dynamic_batching, queue_delay_us)
-    text += textwrap.dedent(f"""\
-        parameters {{
-          key: "onnx_file"
-          value: {{ string_value: "model.onnx" }}
-        }}
-        parameters {{
-          key: "intra_op_threads"
-          value: {{ string_value: "{int(threads)}" }}
-        }}
-        """)
-    return text
+    return text + _parameters_block({"onnx_file": "model.onnx", "intra_op_threads": str(int(threads))}
+                                    | (parameters or {}))
 
 
 def parse_config(text: str, source: str = "config"):
@@ -368,16 +377,16 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
             engine_io, graph_io = _checked_io(version, source.path, plugins, spec)
             props = load_onnx(version / "model.onnx", external_data=False).metadata_props
             scale_used = int({p.key: p.value for p in props}.get("lcoan_scale", scale or 2))  # written by export.to_onnx
+            params = graph_parameters(spec)
             prod = production_config(
                 engine_io["inputs"], engine_io["outputs"], max_batch=max_batch, instances=instances,
-                queue_delay_us=queue_delay_us,
+                queue_delay_us=queue_delay_us, parameters=params,
                 header=f"# LCoAN x{scale_used}: {precision} TensorRT plan built by {info.label} "
                        f"({result.key.device}), profile {profile.label()}.\n"
                        "# The plan runs only under the TensorRT that built it: build it in the serving container.\n")
             cpu = cpu_config(graph_io["inputs"], graph_io["outputs"], max_batch=max_batch, instances=cpu_instances,
-                             threads=cpu_threads, queue_delay_us=queue_delay_us,
-                             header=f"# LCoAN x{scale_used} on CPU: 1/model.onnx (FP32) through ONNX Runtime in the "
-                                    "Python backend.\n# tritonserver --model-config-name=cpu selects this file.\n")
+                             threads=cpu_threads, queue_delay_us=queue_delay_us, parameters=params,
+                             header=_cpu_header(scale_used))
             _write_configs(staging, {model_dir / "config.pbtxt": prod, model_dir / "configs" / "cpu.pbtxt": cpu}, log)
             plugin_dest = _copy_plugin(model_dir, static_lib)
             _record_in_sidecar(version / "model.plan", max_batch, engine_io)
@@ -392,6 +401,39 @@ def write_repository(out: str | os.PathLike, *, weights: str | None = None, onnx
     return Repository(out, model_dir, model_dir / "1" / "model.plan", model_dir / "1" / "model.onnx",
                       (model_dir / "plugins" / static_lib.name) if static_lib is not None else None,
                       info.label, precision, profile.to_dict(), max_batch, engine_io)
+
+
+def _cpu_header(scale: int) -> str:
+    return (f"# LCoAN x{scale} on CPU: 1/model.onnx (FP32) through ONNX Runtime in the Python backend.\n"
+            "# tritonserver --model-config-name=cpu selects this file.\n")
+
+
+def add_cpu_model(root: str | os.PathLike, graph: str | os.PathLike, *, name: str,
+                  max_batch: int = DEFAULT_MAX_BATCH, instances: int = 1, threads: int = 0,
+                  queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, log: Callable[[str], None] = print) -> Path:
+    """Add a CPU-only model ``name`` (``configs/cpu.pbtxt``, ``1/model.onnx``, ``1/model.py``) to the
+    repository ``root``, beside the models already there: e.g. the same weights with another graph
+    I/O (``export.to_onnx --io i420``), served by the same ``tritonserver --model-config-name=cpu``.
+    ``graph``: an FP32 counting-sort graph, as the CPU config of :func:`write_repository` takes."""
+    from engine.build import has_plugin_nodes
+    from lcoan.safeio import atomic_folder
+    model_dir = Path(root) / name
+    if model_dir.exists():
+        raise ServeError(f"{model_dir} exists; choose another model name")
+    if has_plugin_nodes(load_onnx(graph, external_data=False)) or _graph_dtype(graph) != "fp32":
+        raise ServeError(f"{graph} is not an FP32 counting-sort graph, which the CPU config needs")
+    spec = read_io(graph)
+    with atomic_folder(model_dir) as staging:
+        (staging / "1").mkdir()
+        (staging / "configs").mkdir()
+        shutil.copy2(graph, staging / "1" / "model.onnx")
+        shutil.copy2(MODEL_PY, staging / "1" / "model.py")
+        io = onnx_io(staging / "1" / "model.onnx")
+        text = cpu_config(io["inputs"], io["outputs"], max_batch=max_batch, instances=instances, threads=threads,
+                          queue_delay_us=queue_delay_us, name=name, parameters=graph_parameters(spec),
+                          header=_cpu_header(spec.scale or 2))
+        _write_configs(staging, {staging / "configs" / "cpu.pbtxt": text}, log)
+    return model_dir
 
 
 def _check_out(out: Path, force: bool, given: Sequence[str | None]) -> Path:

@@ -109,6 +109,7 @@ import onnx  # noqa: E402
 
 from export.integer_io import WithFrames, frames_from_rgb, is_io_node  # noqa: E402
 from export.samples import load_samples  # noqa: E402
+from lcoan.graph_io import read_io  # noqa: E402
 from export.to_onnx import build_onnx, check_graph, default_onnx_path, with_io  # noqa: E402
 from lcoan.graph_io import GraphIO, MetadataError, io_for, read_io, read_metadata  # noqa: E402
 from verify import parity  # noqa: E402
@@ -310,9 +311,15 @@ def test_triton_configs_follow_the_graph_io(graphs, tmp_path):
         specs = {s.name: s for s in io["inputs"] + io["outputs"]}
         for name, want in dims.items():
             assert specs[name].data_type == "TYPE_UINT8" and specs[name].config_dims() == want, specs[name]
-        text = repository.production_config(io["inputs"], io["outputs"], max_batch=2)
-        assert "TYPE_FP32" not in text and text.count("TYPE_UINT8") == len(specs)
-        try:
-            repository.parse_config(text)
-        except Exception as exc:  # noqa: BLE001 - without tritonclient the schema check is skipped
-            assert "needs tritonclient" in str(exc)
+        params = repository.graph_parameters(read_io(path))
+        assert params == ({"lcoan_io": "rgb8"} if key == "rgb8" else
+                          {"lcoan_io": "i420", "lcoan_colorspace": "bt601", "lcoan_range": "full"})
+        for text in (repository.production_config(io["inputs"], io["outputs"], max_batch=2, parameters=params),
+                     repository.cpu_config(io["inputs"], io["outputs"], max_batch=2, parameters=params)):
+            assert "TYPE_FP32" not in text and text.count("TYPE_UINT8") == len(specs)
+            try:
+                config = repository.parse_config(text)
+            except Exception as exc:  # noqa: BLE001 - without tritonclient the schema check is skipped
+                assert "needs tritonclient" in str(exc)
+                continue
+            assert {k: v.string_value for k, v in config.parameters.items()}.items() >= params.items()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, required, skip_unless_required, wait_until
+from conftest import REPO, required, shared_path, skip_unless_required, wait_until
 
 # Every test here builds a model repository (TensorRT) or starts a real Triton server.
 pytestmark = [pytest.mark.slow, pytest.mark.triton, pytest.mark.trt]
@@ -56,6 +56,7 @@ except trt_mod.TrtNotInstalled as exc:  # pragma: no cover - CI installs tensorr
 
 MAX_BATCH = 4
 MODEL = repository.MODEL_NAME
+I420_MODEL = "lcoan_i420"
 needs_server = pytest.mark.skipif(SERVING_ENV is None and not required("triton"), reason=NO_SERVER or "n/a")
 
 
@@ -75,9 +76,20 @@ def ort_session(repo):
 
 
 @pytest.fixture(scope="module")
-def server(repo):
+def i420_graph(tmp_path_factory):
+    """The bundled weights as an I420 graph (BT.601 full range: not the default, so that the
+    colours the client reads can only come from the config)."""
+    from export.to_onnx import export_onnx, load_weights
+    folder = tmp_path_factory.mktemp("i420")
+    return export_onnx(load_weights(None, None), folder / "i420.onnx", io="i420", colorspace="bt601", range="full")
+
+
+@pytest.fixture(scope="module")
+def server(repo, i420_graph):
     if SERVING_ENV is None:
         skip_unless_required("triton", NO_SERVER)
+    # a second, CPU-only model beside `lcoan`: the same weights with integer I420 I/O
+    repository.add_cpu_model(repo.root, i420_graph, name=I420_MODEL, max_batch=MAX_BATCH, log=lambda _m: None)
     srv = serve_server.TritonServer(repo.root, config_name="cpu", startup_timeout_s=180)
     srv.start()  # polls the model's ready endpoint until its deadline
     # and the whole server's, which every test here relies on: polled with a deadline, never slept on
@@ -353,6 +365,37 @@ def test_app_cli_frames_in_equal_frames_out_and_match_onnxruntime(server, repo, 
     assert [p.name for p in a] == [p.name for p in b] and len(a) == 3
     for pa, pb in zip(a, b):
         assert np.array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb))), pa.name
+
+
+@needs_server
+def test_i420_model_serves_planes_in_the_colours_its_config_names(server, i420_graph):
+    """Three uint8 inputs through the Python backend, fed as the graph's types; the app's client
+    takes the graph's colours from the config's parameters; results equal local ONNX Runtime."""
+    from PIL import Image
+
+    from app.backends import OrtBackend, load_backend
+    from app.frames import Colour, yuv_u8
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        wait_until(lambda: client.is_model_ready(I420_MODEL), 60, f"model {I420_MODEL}", alive=server.alive)
+        params = {k: v.string_value for k, v in client.get_model_config(I420_MODEL).config.parameters.items()}
+    finally:
+        client.close()
+    assert params["lcoan_io"] == "i420" and (params["lcoan_colorspace"], params["lcoan_range"]) == ("bt601", "full")
+    rgb = np.asarray(Image.open(shared_path("data/benchmark/Set5/HR/baby.png")).convert("RGB"))
+    colour = Colour("bt601", "full", tagged=True)
+    frames = yuv_u8(np.stack([rgb[100:148, 60:124], rgb[300:348, 200:264]]), colour)  # 2 frames, 48 x 64
+    remote = load_backend("triton", url=f"{server.grpc_url}/{I420_MODEL}")
+    local = OrtBackend(str(i420_graph), device="cpu")
+    try:
+        assert remote.formats == ("yuv420p",) and remote.graph_colour == ("bt601", "full") and remote.scale == 2
+        got, bad = remote.run_u8(frames, "yuv420p", colour)
+        want, _ = local.run_u8(frames, "yuv420p", colour)
+    finally:
+        remote.close()
+    assert bad == [] and got.dtype == np.uint8 and got.shape == want.shape == (2, 144, 128)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (diff.max(), (diff == 0).mean())
 
 
 def test_app_backend_without_server_is_one_line(tmp_path):

@@ -120,10 +120,9 @@ class TritonBackend(Backend):
     def _int_result(self, result) -> np.ndarray:
         if self.mode == "rgb8":
             return result.as_numpy(self.output_name)[0]
-        from ..frames import stack_i420
-        import torch
-        planes = [torch.from_numpy(np.ascontiguousarray(result.as_numpy(n))) for n in ("y_sr", "u_sr", "v_sr")]
-        return stack_i420(*planes).numpy()[0]
+        y, u, v = (result.as_numpy(n)[0] for n in ("y_sr", "u_sr", "v_sr"))
+        h, w = y.shape
+        return np.concatenate([y, u.reshape(h // 4, w), v.reshape(h // 4, w)])  # the yuv420p layout (app.frames)
 
     def run_u8(self, batch: np.ndarray, fmt: str, colour=None, infer=None):
         """Integer graphs: every frame of the batch whole, as uint8, all requests in flight at once
@@ -138,7 +137,7 @@ class TritonBackend(Backend):
         outs: list = [None] * len(x)
         for k, frame in enumerate(x):
             inputs, outputs = self._int_request(frame)
-            self.client.async_infer(self.model, inputs, callback=lambda r, e, k=k: done.put((k, r, e)),
+            self.client.async_infer(self.model, inputs, callback=lambda result, error, k=k: done.put((k, result, error)),
                                     outputs=outputs, client_timeout=self.timeout_s)
         for _ in range(len(x)):
             try:
