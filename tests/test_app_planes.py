@@ -125,7 +125,8 @@ def test_torch_backend_uint8_planes_match_the_host_float_path():
         assert np.abs(got.astype(int) - ref).max() <= 1
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (runs in make gpu-check)")
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (pytest -m gpu on one)")
 def test_cuda_submit_overlaps_and_matches_cpu():
     import torch
 
@@ -139,6 +140,35 @@ def test_cuda_submit_overlaps_and_matches_cpu():
     ref, _ = cpu.run_u8(x, "yuv420p")
     for out, bad in outs:
         assert bad == [] and np.abs(out.astype(int) - ref).max() <= 2
+    assert pending[0].device_ms is not None and pending[0].device_ms > 0
+
+
+def _ort_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return __import__("torch").cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _ort_cuda(), reason="needs a CUDA GPU and onnxruntime-gpu (pytest -m gpu on one)")
+def test_ort_cuda_integer_graph_overlaps_and_matches_cpu(tmp_path):
+    import torch
+
+    import lcoan
+    from app.backends import OrtBackend
+    from export.to_onnx import export_onnx
+    torch.manual_seed(0)
+    graph = export_onnx(lcoan.build_model("tiny", scale=2).eval(), tmp_path / "i420.onnx", io="i420")
+    gpu, cpu = OrtBackend(str(graph), device="cuda"), OrtBackend(str(graph), device="cpu")
+    assert gpu.pipe is not None and "overlapped" in gpu.describe()["copies"]
+    x = np.random.default_rng(0).integers(16, 236, (1, 96, 128), dtype=np.uint8)
+    pending = [gpu.submit(x, "yuv420p") for _ in range(3)]   # three in flight: the slots rotate
+    outs = [p.result() for p in pending]
+    ref, _ = cpu.run_u8(x, "yuv420p")
+    for out, bad in outs:
+        assert bad == [] and out.shape == ref.shape and np.abs(out.astype(int) - ref).max() <= 2
     assert pending[0].device_ms is not None and pending[0].device_ms > 0
 
 

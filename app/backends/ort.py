@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from lcoan.graph_io import load_onnx, read_metadata
+from lcoan.graph_io import load_onnx, read_io, read_metadata
 
 from .base import Backend, BackendUnavailable
 
@@ -23,6 +23,7 @@ class OrtBackend(Backend):
             import onnxruntime as ort
         except ImportError:
             raise BackendUnavailable(ORT_INSTALL) from None
+        self.pipe = None
         proto = load_onnx(path)  # damage (empty, truncated, not ONNX, missing data) is one line
         try:
             meta = read_metadata(proto, str(path))
@@ -50,6 +51,12 @@ class OrtBackend(Backend):
             if threads:
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1
+            if read_io(proto).integer:
+                self.pipe = _cuda_pipe(providers, device)
+            if self.pipe is not None:  # ORT launches on the pipe's compute stream, after its uploads
+                providers = [("CUDAExecutionProvider", {"device_id": self.pipe.dev.index or 0,
+                                                        "user_compute_stream": str(self.pipe.stream.cuda_stream)})
+                             if p == "CUDAExecutionProvider" else p for p in providers]
             self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
         used = self.session.get_providers()[0]
         self.device = {"TensorrtExecutionProvider": "cuda (ORT TensorRT EP)",
@@ -63,6 +70,13 @@ class OrtBackend(Backend):
         # On a GPU provider, IOBinding: ORT copies the uint8 inputs up and the outputs down itself,
         # without the float staging copies of run().
         self.binding = self.session.io_binding() if used != "CPUExecutionProvider" else None
+        if self.pipe is not None and used != "CUDAExecutionProvider":
+            self.pipe = None  # the overlapped path is for integer graphs on the CUDA provider
+        if self.pipe is not None:
+            from onnxruntime import RunOptions
+            self.run_options = RunOptions()
+            # return once the kernels are queued: the pipe's events order the download after them
+            self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
     def _run(self, feeds: dict) -> list:
         if self.binding is None:
@@ -77,6 +91,50 @@ class OrtBackend(Backend):
         self.session.run_with_iobinding(io)
         return io.copy_outputs_to_cpu()
 
+    def _device_step(self, x):
+        """Device uint8 frames through the integer graph on the CUDA provider, inputs and outputs
+        bound to device memory (IOBinding) on the pipe's compute stream: no host copy inside."""
+        torch, s, dev = self.pipe.torch, self.scale, self.pipe.dev
+        io = self.binding
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+        if self.io.mode == "rgb8":
+            feeds = {self.io.inputs[0]: x}
+        else:
+            from lcoan.color import split_yuv420p
+            feeds = dict(zip(self.io.inputs, (p.contiguous() for p in split_yuv420p(x))))
+        outs = {}
+        for name, t in feeds.items():
+            io.bind_input(name, "cuda", dev.index or 0, np.uint8, tuple(t.shape), t.data_ptr())
+        for name, t in zip(self.io.outputs, feeds.values()):  # each output is its input at s x H, W
+            shape = (t.shape[0], t.shape[1] * s, t.shape[2] * s) + tuple(t.shape[3:])
+            outs[name] = torch.empty(shape, dtype=torch.uint8, device=dev)
+            io.bind_output(name, "cuda", dev.index or 0, np.uint8, shape, outs[name].data_ptr())
+        self.session.run_with_iobinding(io, self.run_options)
+        if self.io.mode == "rgb8":
+            out = outs[self.io.outputs[0]]
+        else:
+            from ..frames import stack_i420
+            out = stack_i420(*(outs[n] for n in self.io.outputs))
+        return out, torch.ones(x.shape[0], dtype=torch.bool, device=dev)
+
+    def submit(self, batch: np.ndarray, fmt: str, colour=None):
+        """On the CUDA provider, an integer graph's frames in its own layout go through the
+        overlapped pipe (pinned uploads and downloads on their own streams, app.backends.cuda_pipe);
+        everything else runs to the end here."""
+        if self.pipe is not None and fmt == self.formats[0]:
+            return self.pipe.submit(np.ascontiguousarray(batch), self._device_step)
+        return super().submit(batch, fmt, colour)
+
+    def describe(self) -> dict:
+        copies = ("overlapped: pinned uploads and downloads on their own CUDA streams, IOBinding on the device"
+                  if self.pipe is not None else ("ORT's own (IOBinding)" if self.binding is not None else "none (CPU)"))
+        return super().describe() | {"graph_io": self.io.mode, "copies": copies}
+
+    def cancel(self) -> None:
+        if self.pipe is not None:
+            self.pipe.cancelled = True
+
     def run_u8(self, batch: np.ndarray, fmt: str, colour=None, infer=None):
         """The integer graph takes the frames as they are where its mode matches their layout
         (rgb8: rgb24 frames, i420: yuv420p planes): the conversions run in ORT's threads or on its
@@ -86,6 +144,8 @@ class OrtBackend(Backend):
         mode = self.io.mode
         if infer is not None or mode == "float":
             return super().run_u8(batch, fmt, colour, infer)
+        if self.pipe is not None and fmt == self.formats[0]:
+            return self.submit(batch, fmt, colour).result()
         from ..frames import Colour, rgb_u8, yuv_u8
         batch = np.ascontiguousarray(batch)
         if mode == "rgb8":
@@ -109,6 +169,22 @@ class OrtBackend(Backend):
         if self.io.mode == "i420":
             raise BackendUnavailable(f"{self.path}: an i420 graph takes whole frames; --tile needs a float or rgb8 graph")
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def _cuda_pipe(providers, device: Optional[str]):
+    """The overlapped-copy pipe (app.backends.cuda_pipe) where ORT will run on CUDA and torch can
+    drive the copies: torch built with CUDA and a GPU present; else None (ORT's own copies)."""
+    if "CUDAExecutionProvider" not in providers or "TensorrtExecutionProvider" in providers:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    from .cuda_pipe import CudaPipe
+    dev = torch.device(device if device and device.startswith("cuda:") else "cuda:0")
+    return CudaPipe(torch, dev)
 
 
 def _graph_io(proto, session):

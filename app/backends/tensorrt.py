@@ -86,9 +86,11 @@ class TensorRTBackend(Backend):
         from ..frames import frame_size
         w, h = frame_size(batch[0], fmt)
         if not (self.min_hw[0] <= h <= self.max_hw[0] and self.min_hw[1] <= w <= self.max_hw[1]):
-            raise RuntimeError(f"{w}x{h} frames are outside the {self.mode} engine's profile "
-                               f"{self.min_hw[1]}x{self.min_hw[0]} .. {self.max_hw[1]}x{self.max_hw[0]}; rebuild it "
-                               "with --min/--max (integer engines are not tiled)")
+            if self.mode == "rgb8":  # padded to the profile's minimum by infer (the stream tiles larger frames)
+                return super().submit(batch, fmt, colour)
+            raise RuntimeError(f"{w}x{h} frames are outside the i420 engine's profile "
+                               f"{self.min_hw[1]}x{self.min_hw[0]} .. {self.max_hw[1]}x{self.max_hw[0]}; an i420 "
+                               "engine takes whole frames: rebuild it with --min/--max, or use an rgb8 or float engine")
         want = self.formats[0]
         if fmt == want:
             return self._pipe.submit(batch, self._int_step)
@@ -116,11 +118,21 @@ class TensorRTBackend(Backend):
         return buf
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW in [0, 1] -> float32 NCHW: the stream's tiles of frames larger than the
+        profile, and frames smaller than it (edge-padded, the output cropped). An rgb8 engine takes
+        each tile as uint8 (its rounding is the whole frame's: tiles are cut, not blended)."""
         torch, s = self.torch, self.scale
         n, c, h, w = batch.shape
         ph, pw = max(0, self.min_hw[0] - h), max(0, self.min_hw[1] - w)
         if ph or pw:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        if self.mode == "rgb8":
+            from ..frames import from_float, to_float
+            out, _ = self._pipe.submit(from_float(batch, "rgb24")[0], self._int_step).result()
+            return np.ascontiguousarray(to_float(out, "rgb24")[:, :, :h * s, :w * s])
+        if self.mode == "i420":
+            raise RuntimeError("an i420 engine takes whole yuv420p frames within its profile, not float tiles; "
+                               "rebuild it with --min/--max, or use an rgb8 or float engine for tiles")
         pin_in = self._pin("in", batch.shape)
         pin_in.numpy()[...] = batch
         pin_out = self._pin("out", (n, c, batch.shape[2] * s, batch.shape[3] * s))
