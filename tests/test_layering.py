@@ -123,3 +123,18 @@ def test_cycle_check_finds_a_planted_cycle():
 def test_no_module_named_like_a_package(graph):
     clashes = {m for m in graph.modules if "." in m and m.rsplit(".", 1)[1] in PACKAGES}
     assert not clashes, f"modules named like a top-level package: {sorted(clashes)}"
+
+
+@pytest.mark.parametrize("alias,target", [("export.to_trt", "pipeline.to_trt"),
+                                          ("export.to_triton", "pipeline.to_triton"),
+                                          ("export.parity", "verify.parity")])
+def test_command_aliases_run_their_target_and_import_nothing_above_export(alias, target):
+    """Imported, an alias loads no stage above export; run, it is its target command."""
+    code = (f"import sys, {alias}; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pipeline', 'verify', 'engine', 'calib', 'app', 'serve')); print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-1500:]
+    helps = [subprocess.run([sys.executable, "-m", m, "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60) for m in (alias, target)]
+    assert helps[0].returncode == helps[1].returncode == 0, helps[0].stderr[-1500:]
+    assert helps[0].stdout == helps[1].stdout and f"usage: python -m {alias}" in helps[0].stdout

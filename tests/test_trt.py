@@ -199,7 +199,7 @@ def test_missing_tensorrt_is_one_line_with_install_hint():
         sys.modules["tensorrt"] = None        # import fails as if not installed
         sys.modules["tensorrt_rtx"] = None
         from export.errors import run_cli
-        from export.to_trt import main
+        from pipeline.to_trt import main
         run_cli(main, ["--fp16"])
     """)
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
