@@ -148,6 +148,7 @@ def test_production_config_parses_and_matches_engine_and_graph(repo):
     assert prod.max_batch_size == profile["max"][0] == MAX_BATCH and profile["min"][0] == 1
     assert [g.kind for g in prod.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
     assert prod.HasField("dynamic_batching")
+    assert {k: v.string_value for k, v in prod.parameters.items()} == {"lcoan_io": "float"}
 
     # The engine's I/O, read with the installed TensorRT from the graph it was built from (the
     # sidecar's sha256 ties the two; a CPU-only TensorRT-RTX cannot deserialise the plan itself).
