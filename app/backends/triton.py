@@ -22,16 +22,13 @@ from typing import Optional
 
 import numpy as np
 
+from lcoan.errors import one_line
+
 from .base import Backend, BackendUnavailable
 
 DEFAULT_MODEL = "lcoan"
 DEFAULT_TILE = 64
 SERVE_INSTALL = "the triton backend needs tritonclient: pip install 'lcoan-edge[serve]'"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def parse_url(url: Optional[str]) -> tuple[str, str]:
@@ -74,7 +71,7 @@ class TritonBackend(Backend):
             meta = self.client.get_model_metadata(self.model, client_timeout=10)
             config = self.client.get_model_config(self.model, client_timeout=10).config
         except InferenceServerException as exc:
-            raise BackendUnavailable(f"{where}: {_one_line(exc)}") from None
+            raise BackendUnavailable(f"{where}: {one_line(exc)}") from None
         names = tuple(i.name for i in meta.inputs)
         self.mode = "i420" if names == ("y", "u", "v") else ("rgb8" if meta.inputs[0].datatype == "UINT8" else "float")
         if self.mode != "i420" and (len(meta.inputs) != 1 or len(meta.outputs) != 1):
@@ -145,7 +142,7 @@ class TritonBackend(Backend):
             except queue.Empty:
                 raise RuntimeError(f"Triton server at {self.url}: no answer within {self.timeout_s:.0f} s") from None
             if error is not None:
-                raise RuntimeError(f"Triton server at {self.url}: {_one_line(error)}")
+                raise RuntimeError(f"Triton server at {self.url}: {one_line(error)}")
             outs[k] = self._int_result(result)
         out = np.stack(outs)
         if fmt != want:
@@ -160,7 +157,7 @@ class TritonBackend(Backend):
             try:
                 y = self.client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
             except self.error_type as exc:
-                raise BackendUnavailable(f"Triton server at {self.url}: probe request failed: {_one_line(exc)}") from None
+                raise BackendUnavailable(f"Triton server at {self.url}: probe request failed: {one_line(exc)}") from None
             shape = y.as_numpy(self.output_name).shape  # (1, 16s, 16s[, 3])
             if shape[1] % 16 or shape[1] // 16 not in (2, 3, 4):
                 raise BackendUnavailable(f"model {self.model!r} at {self.url} maps a 16x16 frame to {shape}, "
@@ -170,7 +167,7 @@ class TritonBackend(Backend):
         try:
             y = self.client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
         except self.error_type as exc:
-            raise BackendUnavailable(f"Triton server at {self.url}: probe request failed: {_one_line(exc)}") from None
+            raise BackendUnavailable(f"Triton server at {self.url}: probe request failed: {one_line(exc)}") from None
         shape = y.as_numpy(self.output_name).shape
         if len(shape) != 4 or shape[2] % 16 or shape[2] // 16 not in (2, 3, 4):
             raise BackendUnavailable(f"model {self.model!r} at {self.url} maps 1x3x16x16 to {shape}, not an x2/x3/x4 upscale")
@@ -211,7 +208,7 @@ class TritonBackend(Backend):
                 raise RuntimeError(f"Triton server at {self.url}: no answer within {self.timeout_s:.0f} s") from None
             in_flight -= 1
             if error is not None:
-                errors.append(_one_line(error))
+                errors.append(one_line(error))
                 continue
             i, (ys, ye, wy0, wy1), (xs, xe, wx0, wx1) = jobs[k]
             y = result.as_numpy(self.output_name)
