@@ -19,7 +19,7 @@ from .backends import BACKENDS, BackendUnavailable, SlowedBackend, load_backend
 from .stream import STAGES, Pipeline, PipelineConfig
 from .sinks import SinkError, open_sink
 from .sources import IMAGE_SUFFIXES, LIVE_PREFIXES, VIDEO_SUFFIXES, open_source
-from lcoan.cli import DEFAULT_OVERLAP, PROGRESS_HELP, QUIET_HELP, add_output_arg, device_help
+from lcoan.cli import DEFAULT_OVERLAP, PROGRESS_HELP, QUIET_HELP, add_output_arg, add_precision_arg, device_help
 # The exit statuses are every tool's (lcoan.errors). EXIT_DAMAGED: the output was written, but from
 # damaged input (corrupt or unreadable frames/files skipped, a truncated video, frames whose model
 # output was not finite); never 0, it must not look like success.
@@ -57,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --preview: one preview of frame 0, N, 2N, ... (default: 30)")
     p.add_argument("--json", metavar="FILE", help="write the run summary as JSON (default: not written)")
     p.add_argument("--device", default="auto", help=device_help("auto"))
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="torch backend precision (default: fp32)")
+    add_precision_arg(p, ("fp32", "fp16"), default="fp32", help="torch backend precision (default: fp32)")
     p.add_argument("--plugins", help="TensorRT plugin library (default: the one named in the engine's sidecar)")
     p.add_argument("--url", help="triton backend: the server's gRPC HOST:PORT[/MODEL] (frames go out as "
                    "--tile windows, default 64, so the server can batch them)")

@@ -1,6 +1,6 @@
 """Calibrate an FP32 LCoAN graph and write an INT8 Q/DQ graph for TensorRT.
 
-    python -m calib --onnx lcoan_edge_x2_fp32.onnx --images DIR [--out lcoan_edge_x2_int8.onnx]
+    python -m calib --onnx lcoan_edge_x2_fp32.onnx --images DIR [-o lcoan_edge_x2_int8.onnx]
                     [--method entropy|percentile|minmax] [--num N] [--tile HxW]
                     [--downscale S] [--exclude NODE ...] [--report [--json F]]
                     [--sensitivity]
@@ -30,13 +30,13 @@ def _tile(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lcoan.cli import ArgumentParser
+    from lcoan.cli import ArgumentParser, add_output_arg
     parser = ArgumentParser(prog="python -m calib", description=__doc__.split("\n\n")[0])
     parser.add_argument("--onnx", required=True, help="FP32 graph (either sort form)")
     parser.add_argument("--images", required=True, metavar="DIR",
                         help="folder of calibration images (LR, or HR with --downscale)")
-    parser.add_argument("--out", metavar="F.onnx", help="Q/DQ graph (default: the --onnx name with its "
-                        "_fp32 suffix, if any, replaced by _int8, beside it: lcoan_edge_x2_int8.onnx)")
+    add_output_arg(parser, "Q/DQ graph (default: the --onnx name with its _fp32 suffix, if any, replaced by "
+                           "_int8, beside it: lcoan_edge_x2_int8.onnx)", metavar="F.onnx")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                         help="activation range method (default: %(default)s)")
     parser.add_argument("--num", type=int, default=DEFAULT_NUM, help="calibration tiles (default: %(default)s)")
@@ -52,21 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per set (default: all)")
     parser.add_argument("--json", metavar="F", help="write the report here (default: not written)")
     args = parser.parse_args(argv)
-    if args.out is None:
+    if args.output is None:
         import re
         src_path = Path(args.onnx)
-        args.out = str(src_path.with_name(re.sub(r"[._-]fp32$", "", src_path.stem) + "_int8.onnx"))
+        args.output = str(src_path.with_name(re.sub(r"[._-]fp32$", "", src_path.stem) + "_int8.onnx"))
     logging.getLogger().setLevel(logging.ERROR)  # ORT's "consider pre-processing" advice
 
     from lcoan.graph_io import load_onnx
     from lcoan.safeio import atomic_write, check_writable, refuse_overwrite
     src = Path(args.onnx)
     # outputs are checked before any image is read or graph run: own inputs, folders, space
-    refuse_overwrite(args.out, [src, args.images], what="--out graph")
+    refuse_overwrite(args.output, [src, args.images], what="--out graph")
     if args.json:
-        refuse_overwrite(args.json, [src, args.images, args.out], what="--json file")
+        refuse_overwrite(args.json, [src, args.images, args.output], what="--json file")
     graph = load_onnx(src)  # one line for a missing, empty, truncated or non-ONNX file
-    check_writable(args.out, need_bytes=src.stat().st_size // 3, what="INT8 graph")
+    check_writable(args.output, need_bytes=src.stat().st_size // 3, what="INT8 graph")
     if args.json:
         check_writable(args.json, what="--json report")
     from export.to_onnx import check_finite_graph
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: skipped: {reason}", file=sys.stderr)
     if args.exclude is None:
         args.exclude = default_exclusions(src)
-    result = quantize(src, args.out, tiles=tiles, method=args.method, exclude=args.exclude)
+    result = quantize(src, args.output, tiles=tiles, method=args.method, exclude=args.exclude)
     counts = qdq_counts(load_onnx(result.path, external_data=False))
     print(f"wrote {result.path} ({args.method}, {result.tiles} tiles of {args.tile}, "
           f"{len(result.quantized)}/{counts['Conv']} Conv in INT8, {counts['QuantizeLinear']} Q / "

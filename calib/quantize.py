@@ -292,7 +292,7 @@ def quantize(onnx_in: str | Path | onnx.ModelProto, out: str | Path, images: str
     if is_qdq(proto):
         raise CalibrationError("the input graph already has QuantizeLinear/DequantizeLinear nodes")
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
-        raise CalibrationError("the input graph is FP16; calibrate the FP32 graph (export --dtype fp32)")
+        raise CalibrationError("the input graph is FP16; calibrate the FP32 graph (export --precision fp32)")
     exclude = list(exclude)
     unknown = sorted(set(exclude) - {n.name for n in proto.graph.node})
     if unknown:

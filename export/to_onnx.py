@@ -1,11 +1,12 @@
 """Export LCoAN to ONNX: frozen centroids, cluster assignment, stable sort and windowed attention
 as one graph with dynamic batch, height and width.
 
-    python -m export.to_onnx [--weights W] [--out F.onnx] [--sort onnx|plugin]
-                             [--opset N] [--dtype fp32|fp16] [--scale S]
+    python -m export.to_onnx [--weights W] [-o F.onnx] [--sort onnx|plugin]
+                             [--opset N] [--precision fp32|fp16 | --fp32 | --fp16] [--scale S]
                              [--io float|rgb8|i420 [--colorspace bt601|bt709] [--range limited|full]]
 
-The default output names what it holds: ``<weights stem>[_plugin][_<io>]_<dtype>.onnx`` in the
+``--fp32``/``--fp16`` are the shorthands of ``--precision``; ``--dtype``, its old name, still works.
+The default output names what it holds: ``<weights stem>[_plugin][_<io>]_<precision>.onnx`` in the
 current folder, e.g. ``lcoan_edge_x2_fp32.onnx`` for the bundled weights, or
 ``lcoan_edge_x2_i420_fp16.onnx``.
 
@@ -243,20 +244,20 @@ def weights_path(weights: str | None, scale: int | None) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lcoan.cli import ArgumentParser
+    from lcoan.cli import ArgumentParser, add_output_arg, add_precision_arg
     parser = ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
     from lcoan.cli import WEIGHTS_HELP
     parser.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
-    parser.add_argument("--out", metavar="F.onnx", help="output graph (default: <weights stem>[_plugin]_<dtype>.onnx, "
-                        "e.g. lcoan_edge_x2_fp32.onnx)")
+    add_output_arg(parser, "output graph (default: <weights stem>[_plugin][_<io>]_<precision>.onnx, "
+                           "e.g. lcoan_edge_x2_fp32.onnx)", metavar="F.onnx")
     parser.add_argument("--sort", choices=SORTS, default="onnx",
                         help="stable sort as standard ops (counting sort) or one LCoAClusterSort plugin node "
                              "(default: %(default)s)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, >= {MIN_OPSET} (default: %(default)s)")
-    parser.add_argument("--dtype", choices=DTYPES, default="fp32",
-                        help="fp16: FP16 inside, float32 input/output, cluster assignment and softmax in FP32 "
-                             "(default: %(default)s)")
+    add_precision_arg(parser, DTYPES, default="fp32",
+                      help="fp16: FP16 inside, float32 input/output, cluster assignment and softmax in FP32 "
+                           "(default: %(default)s)", aliases=("--dtype",))
     parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
                         help="expected scale; an error if the weights are for another one (default: the weights')")
     parser.add_argument("--io", choices=IO_MODES, default="float",
@@ -274,21 +275,21 @@ def main(argv: list[str] | None = None) -> int:
     from lcoan.safeio import check_writable, refuse_overwrite
     # Outputs are checked before the weights are loaded: the own input, the folder, the space.
     source = weights_path(args.weights, args.scale)
-    out = Path(args.out) if args.out else None
+    out = Path(args.output) if args.output else None
     inputs = [source] if source is not None else []
     if out is not None:
         refuse_overwrite(out, inputs, what="--out graph")
         size = source.stat().st_size if source is not None and source.is_file() else None
-        check_writable(out, need_bytes=size and size // (2 if args.dtype == "fp16" else 1), what="ONNX graph")
+        check_writable(out, need_bytes=size and size // (2 if args.precision == "fp16" else 1), what="ONNX graph")
     model = load_weights(args.weights, args.scale)
     if out is None:
-        out = default_onnx_path(args.weights, model.scale, args.sort, args.dtype, spec)
+        out = default_onnx_path(args.weights, model.scale, args.sort, args.precision, spec)
         refuse_overwrite(out, inputs, what="ONNX graph")
         check_writable(out, what="ONNX graph")
-    proto = build_onnx(model, sort=args.sort, opset=args.opset, dtype=args.dtype, io=spec)
+    proto = build_onnx(model, sort=args.sort, opset=args.opset, dtype=args.precision, io=spec)
     save_onnx(proto, out, inputs=inputs)
     counts = graph_lib.op_counts(proto)
-    print(f"wrote {out} (x{model.scale}, sort={args.sort}, dtype={args.dtype}, io={io_spec(spec).describe()}, "
+    print(f"wrote {out} (x{model.scale}, sort={args.sort}, dtype={args.precision}, io={io_spec(spec).describe()}, "
           f"opset={args.opset}, {sum(counts.values())} nodes)")
     return 0
 

@@ -1,7 +1,8 @@
 """Options shared by the lcoan command-line tools: one dialect for every CLI.
 
 * tile context: ``--tile-overlap`` (LR pixels, default 32) everywhere (``--overlap`` is a hidden alias);
-* output: ``-o/--out`` (:func:`add_output_arg`); progress: ``--no-progress`` hides the bar;
+* output: ``-o/--out`` (:func:`add_output_arg`); precision: ``--precision`` with the shorthands
+  ``--fp32``/``--fp16``/``--int8`` (:func:`add_precision_arg`); progress: ``--no-progress`` hides the bar;
   ``--quiet`` (where a tool has it) means errors only; the whole convention is in
   docs/ARCHITECTURE.md (tests/test_cli_convention.py checks it);
 * device: ``auto`` (CUDA when available, else CPU) unless ``--device`` says otherwise;
@@ -36,6 +37,31 @@ def add_output_arg(parser: argparse.ArgumentParser, help: str, required: bool = 
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("-o", "--out", dest="output", metavar=metavar, help=help)
     group.add_argument("--output", dest="output", metavar=metavar, help=argparse.SUPPRESS)
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def add_precision_arg(parser: argparse.ArgumentParser, choices=PRECISIONS, default: str | None = None,
+                      help: str = "precision",  # noqa: A002
+                      shorthand_help: dict[str, str] | None = None, aliases: tuple[str, ...] = ()) -> None:
+    """``--precision {choices}`` (docs/ARCHITECTURE.md, command-line conventions) and its shorthands
+    ``--fp32``/``--fp16``/``--int8`` (those in ``choices``), ``store_const`` to the same dest
+    ``precision``, all in one mutually exclusive group: ``--fp16`` is ``--precision fp16``, and two
+    precisions cannot both be given. ``default`` is the value when none is given (None: the tool
+    decides later). ``shorthand_help`` may say per choice what it builds; ``aliases`` are old
+    spellings of ``--precision`` (``--dtype``), hidden from --help."""
+    for choice in choices:
+        if choice not in PRECISIONS:
+            raise ValueError(f"precision {choice!r} is not one of {PRECISIONS}")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--precision", dest="precision", choices=choices, default=default, help=help)
+    for choice in choices:
+        what = (shorthand_help or {}).get(choice)
+        group.add_argument(f"--{choice}", dest="precision", action="store_const", const=choice,
+                           help=f"same as --precision {choice}" + (f": {what}" if what else ""))
+    for alias in aliases:
+        group.add_argument(alias, dest="precision", choices=choices, help=argparse.SUPPRESS)
 
 
 def add_inference_args(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:

@@ -1,7 +1,7 @@
 """Write a Triton Inference Server model repository: TensorRT plan + production config, ONNX Runtime
 CPU config (Python backend), plugin library for --sort plugin engines, README with the commands.
 
-    python -m export.to_triton --out DIR [--weights W | --onnx F] [--fp32 | --fp16 | --int8 --calib DIR]
+    python -m export.to_triton -o DIR [--weights W | --onnx F] [--fp32 | --fp16 | --int8 --calib DIR]
                                [--max-batch 8] [--min-hw 16x16 --opt-hw 96x96 --max-hw 256x256]
                                [--instances 1] [--cpu-instances 1] [--cpu-threads 0] [--queue-delay-us 2000]
                                [--sort onnx|plugin --plugins liblcoan_plugins.so [--serve-plugins F]] [--force]
@@ -9,7 +9,8 @@ CPU config (Python backend), plugin library for --sort plugin engines, README wi
 
 A thin command over :func:`serve.repository.write_repository` (see there for the layout). ``--io``:
 the model takes and returns uint8 frames (see ``export.to_onnx``); both configs' data types and
-dims follow the graph's I/O.
+dims follow the graph's I/O. ``--fp32``/``--fp16``/``--int8`` are the shorthands of
+``--precision fp32|fp16|int8`` (default fp16).
 """
 from __future__ import annotations
 
@@ -21,16 +22,15 @@ from lcoan.errors import ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lcoan.cli import WEIGHTS_HELP, add_output_arg, add_precision_arg
     from serve import repository  # lazily: `--help` should not wait for the serving stack
 
     p = ArgumentParser(prog="python -m export.to_triton", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="model repository folder to write")
+    add_output_arg(p, "model repository folder to write", required=True, metavar="DIR")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", help="weights file (default: the bundled weights)")
+    src.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
     src.add_argument("--onnx", help="FP32 counting-sort ONNX graph (the CPU config serves it too)")
-    prec = p.add_mutually_exclusive_group()
-    for name in PRECISIONS:
-        prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name)
+    add_precision_arg(p, PRECISIONS, default="fp16", help="precision of the plan (default: %(default)s)")
     p.add_argument("--calib", help="folder of LR calibration images for --int8")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=None)
     p.add_argument("--max-batch", type=int, default=repository.DEFAULT_MAX_BATCH,
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{repository.STATIC_PLUGIN_LIB} beside --plugins)")
     p.add_argument("--opt-level", type=int, default=None, help="builder optimization level (0-5)")
     p.add_argument("--work", help="keep the graphs the engine is built from here (default: a temporary folder)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--force", action="store_true", help="replace an existing -o/--out folder")
     from lcoan.graph_io import COLORSPACES, IO_MODES, RANGES
     p.add_argument("--io", choices=IO_MODES, default=None,
                    help="model I/O when exporting from weights: float32 RGB (float), uint8 RGB NHWC (rgb8) or uint8 "
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # a command line, not a library call: safe to restart
             reexec_for_rtx_plugins()
     repo = repository.write_repository(
-        args.out, weights=args.weights, onnx=args.onnx, scale=args.scale, precision=precision, sort=args.sort,
+        args.output, weights=args.weights, onnx=args.onnx, scale=args.scale, precision=precision, sort=args.sort,
         plugins=args.plugins, serve_plugins=args.serve_plugins, max_batch=args.max_batch, min_hw=args.min_hw,
         opt_hw=args.opt_hw, max_hw=args.max_hw, instances=args.instances, cpu_instances=args.cpu_instances,
         cpu_threads=args.cpu_threads, queue_delay_us=args.queue_delay_us, calib=args.calib,

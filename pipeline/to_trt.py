@@ -7,10 +7,11 @@ is its alias.
 
     python -m export.to_trt [--onnx F | --weights W] [--fp32 | --fp16 | --int8 --calib DIR]
                             [--min 1x3x16x16 --opt 1x3x270x480 --max 1x3x540x960]
-                            [--out F.engine] [--plugins liblcoan_plugins.so]
+                            [-o F.engine] [--plugins liblcoan_plugins.so]
                             [--sort onnx|plugin] [--opt-level N] [--timing-cache F] [--force]
                             [--io float|rgb8|i420 [--colorspace bt601|bt709] [--range limited|full]]
 
+``--fp32``/``--fp16``/``--int8`` are the shorthands of ``--precision fp32|fp16|int8`` (default fp16).
 Precision lives in the graph (TensorRT 11 and TensorRT-RTX have no FP16/INT8 builder flags):
 ``--fp16`` builds the FP16 graph of ``export.precision`` (cluster assignment and softmax in
 FP32), ``--int8`` a Q/DQ graph calibrated by ``python -m calib`` (give that graph as ``--onnx``,
@@ -60,18 +61,18 @@ def default_engine_path(onnx_path: str | None, weights: str | None, precision: s
 
 # --------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    from lcoan.cli import ArgumentParser
+    from lcoan.cli import ArgumentParser, add_output_arg, add_precision_arg
     parser = ArgumentParser(prog="python -m export.to_trt", description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--onnx", help="ONNX graph: FP32 (converted to the chosen precision), or already "
                      "FP16 / Q/DQ INT8 (default: export the weights)")
     from lcoan.cli import WEIGHTS_HELP
     src.add_argument("--weights", metavar="NAME|FILE", help=WEIGHTS_HELP)
-    prec = parser.add_mutually_exclusive_group()
-    for p, what in (("fp32", "FP32 graph"), ("fp16", "FP16 graph, cluster assignment and softmax in FP32 "
-                                                     "(the default)"),
-                    ("int8", "Q/DQ INT8 graph: --onnx from `python -m calib`, or --calib DIR")):
-        prec.add_argument(f"--{p}", dest="precision", action="store_const", const=p, help=what)
+    add_precision_arg(parser, ("fp32", "fp16", "int8"), default="fp16",
+                      help="precision of the graph the engine is built from (default: %(default)s)",
+                      shorthand_help={"fp32": "FP32 graph",
+                                      "fp16": "FP16 graph, cluster assignment and softmax in FP32",
+                                      "int8": "Q/DQ INT8 graph: --onnx from `python -m calib`, or --calib DIR"})
     parser.add_argument("--calib", metavar="DIR", help="folder of LR calibration images for --int8 (default: none)")
     parser.add_argument("--calib-method", default="minmax", choices=("entropy", "percentile", "minmax"),
                         help="calibration method for --calib (default: %(default)s)")
@@ -83,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(flag, default=value, metavar="NxCxHxW",
                             help=f"{what} LR input of the shape profile, batch x 3 x height x width "
                                  f"(default: %(default)s)")
-    parser.add_argument("--out", metavar="F.engine",
-                        help="engine file; its graph and .json sidecar go beside it (default: "
-                             "<weights or --onnx stem>[_plugin]_<precision>.engine, e.g. lcoan_edge_x2_fp16.engine)")
+    add_output_arg(parser, "engine file; its graph and .json sidecar go beside it (default: "
+                           "<weights or --onnx stem>[_plugin]_<precision>.engine, e.g. lcoan_edge_x2_fp16.engine)",
+                   metavar="F.engine")
     parser.add_argument("--plugins", metavar="LIB.so",
                         help="TensorRT plugin library for --sort plugin graphs (default: none)")
     parser.add_argument("--sort", choices=("onnx", "plugin"), default="onnx",
@@ -126,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         check_plugin_library(import_trt(), args.plugins)  # before any work, and before a restart
         if argv is None:  # a command line, not a library call: safe to restart
             reexec_for_rtx_plugins()
-    out = Path(args.out) if args.out else default_engine_path(args.onnx, args.weights, precision, args.scale,
-                                                                         args.sort, spec)
+    out = Path(args.output) if args.output else default_engine_path(args.onnx, args.weights, precision,
+                                                                    args.scale, args.sort, spec)
     from lcoan.safeio import check_writable, refuse_overwrite
     inputs = [p for p in (args.onnx, args.weights, args.calib, args.plugins, args.timing_cache) if p]
     refuse_overwrite(out, inputs, what="engine")

@@ -1,5 +1,5 @@
 """Integer graph I/O: the colour conversions (lcoan.color), the rgb8 and i420 graphs against the
-float model on real images and a real decoded frame, their metadata, and every --sort/--dtype."""
+float model on real images and a real decoded frame, their metadata, and every --sort/--precision."""
 from __future__ import annotations
 
 from pathlib import Path
