@@ -337,7 +337,7 @@ class _RunLog:
 
 
 _ARCH_FIELDS = ("scale", "n_feats", "n_groups", "n_blocks", "n_clusters", "window_size", "match_dim", "attention",
-                "reparam")
+                "reparam", "score")
 
 
 def check_resume_config(path, saved: dict, raw: dict, model, preset: str) -> None:

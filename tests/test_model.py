@@ -451,3 +451,44 @@ def test_producer_premix_and_gathered_add_equal_the_plain_apply(kernels, monkeyp
             assert pattern.premixed is None, "the producer's rows are used once"
             assert out.is_contiguous(memory_format=layout)
             torch.testing.assert_close(out, x + 0.1 * coa._image(plain, x), atol=1e-6, rtol=1e-6)
+
+
+def test_cosine_score_sharpens_the_weights_learns_its_temperature_and_exports(tmp_path):
+    """score="cosine": unit queries times a learned temperature (lsp.SCORES). At initialisation its
+    weights are sharper than the raw score's; the temperature gets a gradient; the ONNX graph
+    equals PyTorch in ORT; a checkpoint reloads with the field; "raw" state dicts are unchanged."""
+    from export import ort_ops
+    from export.to_onnx import build_onnx
+    from lcoan.checkpoint import save_safetensors
+    from lcoan.model.lsp import LearnableSparseAttention
+
+    def entropy(model, x):
+        producer = next(m for m in model.modules() if isinstance(m, LearnableSparseAttention))
+        pattern = producer.compute_pattern(x)
+        w = pattern.weights.double()
+        return float((-(w * w.clamp_min(1e-12).log()).sum(-1)).mean() / np.log(w.shape[-1]))
+
+    torch.manual_seed(0)
+    raw, cos = build_model("tiny", scale=2), build_model("tiny", scale=2, score="cosine")
+    cos.load_state_dict(raw.state_dict(), strict=False)         # same weights but the temperature
+    assert set(cos.state_dict()) - set(raw.state_dict()) == {"groups.0.attention.log_temperature"}
+    feats = torch.randn(1, 16, 12, 14)
+    with torch.no_grad():
+        assert entropy(cos.eval(), feats) < entropy(raw.eval(), feats) - 0.05
+    cos.train()
+    cos(torch.rand(2, 3, 16, 16)).mean().backward()
+    assert cos.groups[0].attention.log_temperature.grad.abs() > 0
+    cos.eval()
+    with pytest.raises(ValueError, match="score must be one of"):
+        build_model("tiny", score="dot")
+
+    x = np.random.default_rng(1).random((1, 3, 20, 22), dtype=np.float32)
+    with torch.no_grad():
+        ref = cos(torch.from_numpy(x)).numpy()
+    got = ort_ops.session(build_onnx(cos, sort="onnx")).run(None, {"lr": x})[0]
+    assert np.abs(got - ref).max() < 1e-4
+    save_safetensors(cos, tmp_path / "cos.safetensors")
+    again = load_model(tmp_path / "cos.safetensors")
+    assert again.config.score == "cosine"
+    with torch.no_grad():
+        assert torch.allclose(again(torch.from_numpy(x)), torch.from_numpy(ref), atol=1e-5)

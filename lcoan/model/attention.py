@@ -25,7 +25,7 @@ __all__ = ["ATTENTION_MODES", "Pattern", "build_attention", "CollaborativeAttent
 
 
 def build_attention(mode: str, group_index: int, channels: int, match_dim: int, num_clusters: int,
-                    window_size: int, res_scale: float, centroid_decay: float) -> nn.Module:
+                    window_size: int, res_scale: float, centroid_decay: float, score: str = "raw") -> nn.Module:
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {mode!r}")
     first = group_index == 0
@@ -35,5 +35,5 @@ def build_attention(mode: str, group_index: int, channels: int, match_dim: int, 
         return DenseNonLocalAttention(channels, match_dim, res_scale)
     if mode == "lsp" or (mode == "lcoa" and first):
         return LearnableSparseAttention(channels, match_dim, num_clusters, window_size, res_scale,
-                                        centroid_decay)
+                                        centroid_decay, score)
     return CollaborativeAttention(channels, res_scale)

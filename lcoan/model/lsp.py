@@ -16,6 +16,7 @@ never changes state.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,14 @@ from .coa import (CollaborativeAttention, Pattern, Workspace, _add_gathered, _ad
                   _rows)
 
 KMEANS_INIT_ITERS = 10
+# Eq. 9's similarity. "raw": the embedding q against unit keys, as the paper and its public code;
+# the softmax is then only as sharp as |q| is large, and trained `realtime` weights keep |q| so
+# small that a query spreads its weight almost evenly over its 3w keys
+# (benchmarks.attention_diagnostics). "cosine": unit q and unit keys, times a learned temperature
+# exp(t) (init 10, at most 100), the cosine attention of Swin Transformer V2.
+SCORES = ("raw", "cosine")
+COSINE_INIT_TEMPERATURE = 10.0
+COSINE_MAX_TEMPERATURE = 100.0
 KEY_NORM_EPS = 5e-5  # the public model's eps for L2-normalised keys
 # On CPU, windows are processed in blocks of about this many bytes of attention weights. The
 # per-window work is small, memory-bound GEMMs; whole-image temporaries (scores, three
@@ -388,9 +397,13 @@ class LearnableSparseAttention(CollaborativeAttention):
     """Producer (LSP): cluster, sort, window, and attend to adjacent windows (Eq. 6-9)."""
 
     def __init__(self, channels: int, match_dim: int, num_clusters: int, window_size: int,
-                 res_scale: float, centroid_decay: float):
+                 res_scale: float, centroid_decay: float, score: str = "raw"):
         super().__init__(channels, res_scale)
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         self.match_conv = nn.Conv2d(channels, match_dim, 3, padding=1)
+        if score == "cosine":  # log temperature; absent from "raw" state dicts
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(COSINE_INIT_TEMPERATURE)))
         self.kmeans = ClusterCentroids(num_clusters, match_dim, centroid_decay)
         self.window_size = window_size
         self.sort_fn: sort_lib.ClusterSort = sort_lib.stable_sort
@@ -400,6 +413,10 @@ class LearnableSparseAttention(CollaborativeAttention):
         match = self.match_conv(x)
         queries = _rows(match)
         ids = self.kmeans(queries)  # detached: the sort is not differentiable, the weights are
+        if hasattr(self, "log_temperature"):
+            # the keys are the queries normalised again (sparse_pattern): unchanged by this scale,
+            # and so is Eq. 6's cosine assignment above
+            queries = unit_keys(queries) * self.log_temperature.clamp(max=math.log(COSINE_MAX_TEMPERATURE)).exp()
         perm, inverse = self.sort_fn(ids, self.kmeans.num_clusters)
         return sparse_pattern(queries, perm, inverse, self.window_size, _grid(match), self.workspace, values)
 

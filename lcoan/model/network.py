@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import ATTENTION_MODES, Pattern, build_attention
+from .lsp import SCORES
 from .reparam import collapse, conv3x3, parse_branches
 from .sort import ClusterSort
 
@@ -31,6 +32,9 @@ class LCoANConfig:
     # training-time branches of every 3x3 conv ("1x1,identity,sobel,laplacian,expand";
     # model/reparam.py); "" is the plain conv, which is what every loaded model runs
     reparam: str = ""
+    # LSP's similarity (Eq. 9): "raw" queries against unit keys, as the paper and its public code;
+    # "cosine": unit queries and keys times a learned temperature (lsp.SCORES)
+    score: str = "raw"
 
     def __post_init__(self):
         self.rgb_mean = tuple(self.rgb_mean)
@@ -42,6 +46,8 @@ class LCoANConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.reparam = ",".join(parse_branches(self.reparam))
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +72,7 @@ class ResidualGroup(nn.Module):
         self.blocks = nn.Sequential(*[ResBlock(cfg.n_feats, branches) for _ in range(cfg.n_blocks)])
         self.attention = build_attention(cfg.attention, index, cfg.n_feats, cfg.match_dim,
                                          cfg.n_clusters, cfg.window_size, cfg.res_scale,
-                                         cfg.centroid_decay)
+                                         cfg.centroid_decay, cfg.score)
         self.conv = conv3x3(cfg.n_feats, cfg.n_feats, branches)
         self.res_scale = cfg.res_scale
 
