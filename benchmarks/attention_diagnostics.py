@@ -200,10 +200,12 @@ def main(argv=None) -> int:
             row = {"weights": Path(weights).stem if Path(weights).suffix else weights, "set": name}
             row |= diagnose_set(model, root / name, model.scale, args.limit)
             rows.append(row)
+            if args.json:  # after every row: a long run that is stopped keeps what it measured
+                write_json(args.json, {"machine": machine(), "rows": rows, "done": False})
     print(f"\n{machine()}")
     table = print_table(rows, COLUMNS)
     if args.json:
-        write_json(args.json, {"machine": machine(), "rows": rows, "table": table})
+        write_json(args.json, {"machine": machine(), "rows": rows, "table": table, "done": True})
     return 0
 
 
