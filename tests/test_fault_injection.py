@@ -76,6 +76,9 @@ def child(req, out_fd, err_fd):
         if req["fsize"] is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (req["fsize"], resource.RLIM_INFINITY))
         if req["hook"]:
+            # a suite started as a background job inherits SIGINT ignored, which would make the
+            # Ctrl-C case test nothing: the tool gets Python's own handler, as in a terminal
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             hook(getattr(signal, req["hook"]), req["hook_dir"])
         module, _, attr = req["target"].partition(":")
         sys.argv = [req["script"], *req["args"]]
