@@ -87,7 +87,7 @@ class TensorRTBackend(Backend):
         w, h = frame_size(batch[0], fmt)
         if not (self.min_hw[0] <= h <= self.max_hw[0] and self.min_hw[1] <= w <= self.max_hw[1]):
             if self.mode == "rgb8":  # padded to the profile's minimum by infer (the stream tiles larger frames)
-                return super().submit(batch, fmt, colour)
+                return Pending(Backend.run_u8(self, batch, fmt, colour, infer=self.infer))
             raise RuntimeError(f"{w}x{h} frames are outside the i420 engine's profile "
                                f"{self.min_hw[1]}x{self.min_hw[0]} .. {self.max_hw[1]}x{self.max_hw[0]}; an i420 "
                                "engine takes whole frames: rebuild it with --min/--max, or use an rgb8 or float engine")
