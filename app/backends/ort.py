@@ -174,7 +174,7 @@ class OrtBackend(Backend):
 def _cuda_pipe(providers, device: Optional[str]):
     """The overlapped-copy pipe (app.backends.cuda_pipe) where ORT will run on CUDA and torch can
     drive the copies: torch built with CUDA and a GPU present; else None (ORT's own copies)."""
-    if "CUDAExecutionProvider" not in providers or "TensorrtExecutionProvider" in providers:
+    if "CUDAExecutionProvider" not in providers:  # (a TensorRT EP that wins is checked after the session starts)
         return None
     try:
         import torch
