@@ -67,14 +67,31 @@ test-fast: setup
 # torch.sort, out/gpu_check.json; then the presets' CUDA FP16 fps at 540p->1080p (benchmarks/gpu_fps.py,
 # out/gpu_fps.json); then the app on a real 540p H.264 clip to a 1080p file, torch eager and
 # compiled and ORT CUDA, each beside its model-only fps (benchmarks/app.py --gpu, out/bench_app_gpu.json;
-# needs PyAV, onnx and onnxruntime-gpu for every row). Without a GPU each says so and exits 0.
+# needs PyAV, onnx and onnxruntime-gpu for every row); last, the tests marked gpu (out/gpu_tests.xml).
+# Without a GPU each says so and exits 0. On a bare lent machine: tools/device_check.sh, with the
+# wheels of `make device-wheels` carried in .whl/.
 GPU_PY ?= python3
 GPU_FPS_ARGS ?=
 GPU_APP_ARGS ?=
+GPU_TESTS ?= tests/test_plugins.py tests/test_app_planes.py tests/test_trt.py
 gpu-check:
 	$(GPU_PY) -m plugins.gpu_check; a=$$?; $(GPU_PY) -m benchmarks.gpu_fps $(GPU_FPS_ARGS); b=$$?; \
 	$(GPU_PY) -m benchmarks.app --gpu --json out/bench_app_gpu.json $(GPU_APP_ARGS); c=$$?; \
-	exit $$(( a > b ? (a > c ? a : c) : (b > c ? b : c) ))
+	if $(GPU_PY) -c "import pytest, torch; assert torch.cuda.is_available()" 2> /dev/null; then \
+	  $(GPU_PY) -m pytest -q -rs -m gpu -p no:cacheprovider --junitxml out/gpu_tests.xml $(GPU_TESTS); d=$$?; \
+	else echo "gpu tests: no CUDA torch and pytest under $(GPU_PY); nothing to run"; d=0; fi; \
+	m=$$(( a > b ? a : b )); m=$$(( m > c ? m : c )); exit $$(( m > d ? m : d ))
+
+# Wheels a bare lent CUDA machine lacks (python3.12, no network): PyAV for the app rows, the
+# exporter's onnx-graphsurgeon and pypng. Into .whl/ (git-ignored), which the device call carries
+# and tools/device_check.sh installs. onnxruntime-gpu (255 MB) is over what such a call carries
+# (64 MiB), so there the ORT CUDA row and test say it is missing.
+DEVICE_WHEELS ?= av==18.1.0 onnx-graphsurgeon==0.6.1 pypng==0.20220715.0
+DEVICE_PLATFORMS = --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+.PHONY: device-wheels
+device-wheels:
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(DEVICE_PLATFORMS) -d .whl $(DEVICE_WHEELS)
 
 # TensorRT fps of the presets at 540p -> 1080p on a Jetson, beside the roofline estimate, into
 # out/jetson_check.json (benchmarks/jetson_check.py, docs/jetson.md); elsewhere it says so and exits 0.

@@ -552,6 +552,8 @@ def test_make_gpu_check_without_gpu_is_a_clean_skip() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gpu-check: no CUDA GPU visible" in proc.stdout and "nothing to run" in proc.stdout
     assert "gpu_fps: no CUDA GPU visible" in proc.stdout  # the second half, benchmarks/gpu_fps.py
+    assert "benchmarks.app --gpu: no CUDA GPU visible" in proc.stdout  # the app against its model
+    assert "gpu tests: no CUDA torch and pytest" in proc.stdout  # pytest -m gpu, last
 
 
 # --------------------------------------------------------------------------------------------
