@@ -12,14 +12,13 @@ final quality.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from .common import machine, print_table, write_json
+from .sweep import frame_seconds, run_jobs, train_command
 
 # (name, model overrides); 32f-4g2b-w32-m16 is the preset as shipped
 CANDIDATES: list[tuple[str, dict]] = [
@@ -34,28 +33,10 @@ CANDIDATES: list[tuple[str, dict]] = [
 CONFIG = "configs/realtime_x2_291.yaml"
 
 
-def train_command(name: str, overrides: dict, steps: int, out_root: Path) -> list[str]:
-    sets = [f"model.{k}={v}" for k, v in overrides.items()]
-    sets += [f"train.steps={steps}", "train.milestones=[]", f"train.val_every={steps}",
-             f"train.ckpt_every={max(100, steps // 10)}", f"train.out={out_root / name}"]
-    cmd = [sys.executable, "-m", "lcoan.train", "--config", CONFIG]
-    for item in sets:
-        cmd += ["--set", item]
-    if (out_root / name / "last.pt").is_file():
-        cmd += ["--resume"]
-    return cmd
-
-
-def fps_360p(model) -> float:
-    x = torch.rand(1, 3, 360, 640)
-    best = float("inf")
-    with torch.no_grad():
-        model(x)
-        for _ in range(3):
-            start = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - start)
-    return 1.0 / best
+def short_recipe(steps: int) -> list[str]:
+    """The ``--set`` overrides that shorten the recipe to ``steps`` with no LR decay."""
+    return [f"train.steps={steps}", "train.milestones=[]", f"train.val_every={steps}",
+            f"train.ckpt_every={max(100, steps // 10)}"]
 
 
 def main(argv=None) -> int:
@@ -66,21 +47,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="out/benchmarks/realtime_sweep.json")
     args = parser.parse_args(argv)
     out_root = Path(args.out)
-    pending = [(n, o) for n, o in CANDIDATES if not (out_root / n / "final.safetensors").is_file()]
-    running: list[tuple[str, subprocess.Popen]] = []
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            name, overrides = pending.pop(0)
-            out_root.mkdir(parents=True, exist_ok=True)
-            log = open(out_root / f"{name}.log", "a")  # beside the run: the trainer owns its folder
-            running.append((name, subprocess.Popen(train_command(name, overrides, args.steps, out_root),
-                                                   stdout=log, stderr=subprocess.STDOUT)))
-        time.sleep(5)
-        for item in list(running):
-            if item[1].poll() is not None:
-                running.remove(item)
-                if item[1].returncode:
-                    print(f"{item[0]}: training failed (exit {item[1].returncode}); see {out_root / (item[0] + '.log')}")
+    jobs = [(name, [train_command(CONFIG, name, [f"model.{k}={v}" for k, v in overrides.items()]
+                                  + short_recipe(args.steps), out_root)])
+            for name, overrides in CANDIDATES if not (out_root / name / "final.safetensors").is_file()]
+    run_jobs(jobs, args.parallel, out_root)
 
     from lcoan import build_model, load_model
     from lcoan.evaluate import evaluate
@@ -95,9 +65,10 @@ def main(argv=None) -> int:
         model = load_model(weights)
         scores = evaluate(model, sets=["Set5", "Set14"], progress=False)
         none = build_model("realtime", scale=2, **{**overrides, "attention": "none"}).eval()
+        seconds = frame_seconds({"lcoa": model, "none": none})
         rows.append({"candidate": name, "params_k": model.num_parameters() / 1e3,
-                     "mflop_px": mflops_per_pixel(model), "fps_360p": fps_360p(model),
-                     "fps_360p_none": fps_360p(none),
+                     "mflop_px": mflops_per_pixel(model), "fps_360p": 1 / seconds["lcoa"],
+                     "fps_360p_none": 1 / seconds["none"],
                      "set5": scores["sets"]["Set5"]["model"]["psnr"],
                      "set14": scores["sets"]["Set14"]["model"]["psnr"]})
     print(f"\n{machine()}; {args.steps} steps each (batch 8, LR patch 40, T91+BSD200), x2\n")
