@@ -50,7 +50,7 @@ def test_declared_but_missing_weights_are_one_line(monkeypatch, tmp_path: Path) 
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)  # nothing bundled here
     assert list_pretrained() == []
     with pytest.raises(CheckpointError, match=r"^realtime_x2: weights declared but not bundled .* "
-                                              r"train them with configs/realtime_x2_291.yaml$"):
+                                              r"train them with configs/realtime_x2_cos.yaml$"):
         get_pretrained("realtime_x2")
 
 
