@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .common import machine, print_table, write_json
-from .sweep import frame_seconds, run_jobs, train_command
+from .sweep import frame_seconds, run_jobs, short_recipe, train_command
 
 CONFIG = "configs/realtime_x2_cos.yaml"
 TWIN = "none"
@@ -38,11 +38,6 @@ CANDIDATES: list[tuple[str, dict]] = [
     ("ema099", dict(centroid_decay=0.99)),  # centroids that follow the features 10x faster (Eq. 10)
 ]
 TIME_BUDGET = 1.10  # at most this multiple of the twin's time per frame
-
-
-def short_recipe(steps: int) -> list[str]:
-    """The ``--set`` overrides that shorten CONFIG's cosine schedule to ``steps``."""
-    return [f"train.steps={steps}", f"train.val_every={steps}", f"train.ckpt_every={max(100, steps // 10)}"]
 
 
 def _eval_path(out_root: Path, name: str) -> Path:

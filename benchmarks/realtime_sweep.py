@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .common import machine, print_table, write_json
-from .sweep import frame_seconds, run_jobs, train_command
+from .sweep import frame_seconds, run_jobs, short_recipe, train_command
 
 # (name, model overrides); 32f-4g2b-w32-m16 is the preset as shipped
 CANDIDATES: list[tuple[str, dict]] = [
@@ -33,12 +33,6 @@ CANDIDATES: list[tuple[str, dict]] = [
 CONFIG = "configs/realtime_x2_291.yaml"
 
 
-def short_recipe(steps: int) -> list[str]:
-    """The ``--set`` overrides that shorten the recipe to ``steps`` with no LR decay."""
-    return [f"train.steps={steps}", "train.milestones=[]", f"train.val_every={steps}",
-            f"train.ckpt_every={max(100, steps // 10)}"]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1200)
@@ -48,7 +42,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out_root = Path(args.out)
     jobs = [(name, [train_command(CONFIG, name, [f"model.{k}={v}" for k, v in overrides.items()]
-                                  + short_recipe(args.steps), out_root)])
+                                  + short_recipe(args.steps) + ["train.milestones=[]"], out_root)])
             for name, overrides in CANDIDATES if not (out_root / name / "final.safetensors").is_file()]
     run_jobs(jobs, args.parallel, out_root)
 

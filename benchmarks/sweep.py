@@ -26,6 +26,11 @@ def train_command(config: str, name: str, sets: list[str], out_root: Path) -> li
     return cmd
 
 
+def short_recipe(steps: int) -> list[str]:
+    """The ``--set`` overrides that shorten a recipe's schedule to ``steps``, validated once at the end."""
+    return [f"train.steps={steps}", f"train.val_every={steps}", f"train.ckpt_every={max(100, steps // 10)}"]
+
+
 def run_jobs(jobs: list[tuple[str, list[list[str]]]], parallel: int, out_root: Path) -> dict[str, int]:
     """Run each job's commands in sequence, ``parallel`` jobs at once; {name: exit status}.
 
