@@ -47,7 +47,7 @@ DEFAULTS: dict = {
     "train": {"steps": 1000, "batch_size": 16, "lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
               "schedule": "multistep", "milestones": [], "gamma": 0.5, "min_lr": 0.0, "channels_last": False,
               "seed": 0, "ckpt_every": 500, "val_every": 500,
-              "log_every": 20, "weight_ema": 0.0, "amp": True, "init_from": None, "out": "runs/edge_x2",
+              "log_every": 20, "weight_ema": 0.0, "amp": True, "loss": "l1", "init_from": None, "out": "runs/edge_x2",
               "tensorboard": False, "device": "auto", "threads": 0},
 }
 
@@ -169,6 +169,9 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     preset = out.get("model", {}).get("preset")
     if preset is not None and preset not in list_presets():
         raise ConfigError(f"{source}: unknown model.preset {preset!r}{_closest(preset, list_presets())}")
+    loss = out.get("train", {}).get("loss")
+    if loss is not None and loss not in LOSSES:
+        raise ConfigError(f"{source}: train.loss {loss!r} is not one of {', '.join(LOSSES)}")
     return out
 
 
@@ -289,18 +292,25 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def init_from_other_scale(model, path) -> None:
-    """Everything but the upsampler from a checkpoint of another scale (x3/x4 from x2)."""
+def init_from(model, path) -> None:
+    """Start from another run's weights: all of them for the same scale (a second stage),
+    everything but the upsampler for another scale (x3/x4 from x2)."""
     _, state, _ = read_checkpoint(path)
-    keep = {k: v for k, v in state.items() if not k.startswith("upsampler.")}
     own = model.state_dict()
+    ups = {k: v.shape for k, v in state.items() if k.startswith("upsampler.")}
+    same_scale = ups == {k: v.shape for k, v in own.items() if k.startswith("upsampler.")}
+    keep = {k: v for k, v in state.items() if same_scale or not k.startswith("upsampler.")}
     for key, value in keep.items():
         if key in own and own[key].shape != value.shape:
             raise CheckpointError(path, f"key {key!r} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
-    missing = [k for k in own if k not in keep and not k.startswith("upsampler.")]
+    missing = [k for k in own if k not in keep and (same_scale or not k.startswith("upsampler."))]
     if missing:
         raise CheckpointError(path, f"missing key {missing[0]!r}")
     model.load_state_dict(keep, strict=False)
+
+
+# PSNR is a mean squared error: the papers train on L1 and fine-tune a last stage on it (RLFN, ECBSR)
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 class TrainingDiverged(LcoanError, RuntimeError):
@@ -421,7 +431,7 @@ class _Run:
         self._check_outputs(resume)
         self.model = build_model(self.preset, scale=self.scale, **mc)
         if tc.get("init_from") and not resume:
-            init_from_other_scale(self.model, tc["init_from"])
+            init_from(self.model, tc["init_from"])
         # NHWC convolutions are about 1.1x faster on CPU (benchmarks/train_speed.py); same arithmetic
         self.memory_format = torch.channels_last if tc["channels_last"] else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format).train()
@@ -501,7 +511,7 @@ class _Run:
         lr_batch = lr_batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         hr_batch = hr_batch.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            loss = F.l1_loss(self.net(lr_batch), hr_batch)
+            loss = LOSSES[self.tc["loss"]](self.net(lr_batch), hr_batch)
         bad = (~torch.isfinite(loss.detach())).float()
         if self.distributed:  # every rank stops together, or the others would wait forever
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)

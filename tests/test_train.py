@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO, shared_path
 from lcoan import CheckpointError, build_model, load_model
 from lcoan.checkpoint import read_checkpoint, save_checkpoint
-from lcoan.train import StepBatches, init_from_other_scale, load_config, main, train
+from lcoan.train import ConfigError, StepBatches, init_from, load_config, main, train
 
 
 def tiny_config(tmp_path, name, **train_overrides):
@@ -140,11 +140,28 @@ def test_x4_initialised_from_x2_except_upsampler(tmp_path):
     x2 = build_model("tiny", scale=2)
     save_checkpoint(tmp_path / "x2.pt", x2)
     x4 = build_model("tiny", scale=4)
-    init_from_other_scale(x4, tmp_path / "x2.pt")
+    init_from(x4, tmp_path / "x2.pt")
     for key, value in x4.state_dict().items():
         if not key.startswith("upsampler."):
             assert torch.equal(value, x2.state_dict()[key]), key
     assert x4.state_dict()["upsampler.2.weight"].shape == (64, 16, 3, 3)
+
+
+def test_second_stage_starts_from_every_weight_of_the_same_scale(tmp_path):
+    first = build_model("tiny", scale=2)
+    with torch.no_grad():
+        first.upsampler[0].weight.add_(1.0)  # not what a fresh model draws
+    save_checkpoint(tmp_path / "first.pt", first)
+    second = build_model("tiny", scale=2)
+    init_from(second, tmp_path / "first.pt")
+    assert all(torch.equal(v, first.state_dict()[k]) for k, v in second.state_dict().items())
+
+
+def test_mse_stage_trains_and_an_unknown_loss_names_the_choices(tmp_path):
+    final = train(tiny_config(tmp_path, "mse", loss="mse", steps=2, ckpt_every=2))
+    assert final.exists()
+    with pytest.raises(ConfigError, match="train.loss 'l3' is not one of l1, mse"):
+        load_config(None, ["train.loss=l3"])
 
 
 @pytest.mark.slow
