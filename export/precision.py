@@ -5,7 +5,7 @@ FP16 everywhere except where a rounding error changes a discrete decision or ove
     of the ``.../kmeans/`` scope);
   * the attention softmax: the score MatMul and the Softmax (graphs exported before the
     model used Softmax have ReduceLogSumExp, the subtraction and Exp instead).
-Input ``lr`` and output ``sr`` stay float32 (``keep_io_types``), and the conversions of an
+A graph without attention (``attention="none"``) has no such islands. Input ``lr`` and output ``sr`` stay float32 (``keep_io_types``), and the conversions of an
 integer-I/O graph (``export.integer_io``: nodes named ``io_in/...``, ``io_out/...``) stay FP32
 whole, so 8-bit rounding and colour matrices never see FP16. This form parses and builds in
 TensorRT-RTX (strongly typed networks take the types from the graph).
@@ -44,7 +44,8 @@ def fp32_nodes(proto: onnx.ModelProto) -> list[str]:
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     """FP16 copy of an FP32 graph, float32 at its inputs and outputs."""
     block = fp32_nodes(proto)
-    if not any(KMEANS_SCOPE in name for name in block):
+    has_attention = any(n.op_type == "ArgMax" or "/attention/" in n.name for n in proto.graph.node)
+    if has_attention and not any(KMEANS_SCOPE in name for name in block):  # renamed scope: never silently FP16
         from .errors import ExportError
         raise ExportError("no cluster-assignment nodes (scope '/kmeans/') found to keep in FP32")
     with warnings.catch_warnings():  # "float32 number ... will be truncated": tiny weights

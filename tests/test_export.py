@@ -252,6 +252,21 @@ def test_fp16_drift_and_cluster_ids(tiny):
     assert differ / total < 0.01, differ / total
 
 
+def test_fp16_of_a_model_without_attention_and_of_one_whose_assignment_scope_is_gone():
+    torch.manual_seed(0)
+    twin = build_model("tiny", scale=2, attention="none").eval()
+    x = np.random.default_rng(2).random((1, 3, 24, 20), dtype=np.float32)
+    sr16 = ort_ops.session(build_onnx(twin, sort="onnx", dtype="fp16")).run(None, {"lr": x})[0]
+    assert parity.drift_psnr(sr16, _torch(twin, x)) >= 50.0
+    from export.errors import ExportError
+    from export.precision import to_fp16
+    renamed = build_onnx(build_model("tiny", scale=2).eval(), sort="onnx")
+    for node in renamed.graph.node:
+        node.name = node.name.replace("/kmeans/", "/assign/")
+    with pytest.raises(ExportError, match="no cluster-assignment nodes"):
+        to_fp16(renamed)  # an attention graph is never converted with its assignment in FP16
+
+
 # --------------------------------------------------------------------------- CLI errors
 def _cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=120)

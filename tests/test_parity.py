@@ -163,30 +163,35 @@ def test_polygraphy_cli_parity(setup, tmp_path):
     assert run.returncode != 0
 
 
-def test_pass_rule_is_polygraphys_rule():
-    """The report's verdict and `polygraphy run --atol/--rtol` agree, element for element."""
+def test_pass_rules_are_polygraphys_rules():
+    """The report's verdict and Polygraphy's ``CompareFunc.simple`` agree, case for case, for the
+    elementwise FP32 rule and the quantile FP16 rule."""
     from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
     rng = np.random.default_rng(5)
-    ref = rng.random((1, 3, 8, 8), dtype=np.float32)
+    ref = rng.random((1, 3, 32, 32), dtype=np.float32)
     ref[0, 0, 0, :2] = 0.0  # Polygraphy's epsilon for zeros
-    rule = parity.THRESHOLDS["fp32"]
-    cases = {"exact": ref.copy(), "within atol": ref + 0.9 * rule.atol,
-             "beyond atol, within rtol": ref * (1 + 0.5 * rule.rtol) + 0.0,
-             "one element off": ref.copy(), "nan": ref.copy()}
-    cases["beyond atol, within rtol"][0, 0, 1, 1] = 5.0 * (1 + 0.5 * rule.rtol)
-    ref_big = ref.copy()
-    ref_big[0, 0, 1, 1] = 5.0
-    cases["one element off"][0, 1, 2, 3] += 3 * rule.atol
-    cases["nan"][0, 2, 0, 0] = np.nan
-    for name, cand in cases.items():
-        reference = ref_big if name == "beyond atol, within rtol" else ref
-        results = RunResults([("onnxrt", [IterationResult({"sr": cand}, runner_name="onnxrt")]),
-                              ("pytorch", [IterationResult({"sr": reference}, runner_name="pytorch")])])
-        poly = bool(Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=rule.atol,
-                                                                                     rtol=rule.rtol)))
-        assert rule.passes(cand, reference) == poly, name
-    assert rule.passes(cases["within atol"], ref) and not rule.passes(cases["one element off"], ref)
-    assert not rule.passes(cases["nan"], ref)
+    verdicts = {}
+    for precision in ("fp32", "fp16"):
+        rule = parity.THRESHOLDS[precision]
+        cases = {"exact": ref.copy(), "within atol": ref + 0.9 * rule.atol,
+                 "beyond atol, within rtol": ref * (1 + 0.5 * rule.rtol) + 0.0,
+                 "one element off": ref.copy(), "one in 500 off": ref.copy(), "nan": ref.copy()}
+        cases["beyond atol, within rtol"][0, 0, 1, 1] = 5.0 * (1 + 0.5 * rule.rtol)
+        ref_big = ref.copy()
+        ref_big[0, 0, 1, 1] = 5.0
+        cases["one element off"][0, 1, 2, 3] += 3 * rule.atol
+        cases["one in 500 off"].reshape(-1)[::500] += 3 * rule.atol
+        cases["nan"][0, 2, 0, 0] = np.nan
+        for name, cand in cases.items():
+            reference = ref_big if name == "beyond atol, within rtol" else ref
+            results = RunResults([("onnxrt", [IterationResult({"sr": cand}, runner_name="onnxrt")]),
+                                  ("pytorch", [IterationResult({"sr": reference}, runner_name="pytorch")])])
+            poly = bool(Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(**rule.compare_func_args())))
+            verdicts[precision, name] = rule.passes(cand, reference)
+            assert verdicts[precision, name] == poly, (precision, name)
+        assert rule.passes(cases["within atol"], ref) and not rule.passes(cases["nan"], ref)
+    assert not verdicts["fp32", "one element off"] and verdicts["fp16", "one element off"]
+    assert not verdicts["fp16", "one in 500 off"]  # 0.2% of the elements: beyond the 99.9% quantile
 
 
 @pytest.mark.slow

@@ -24,9 +24,9 @@ from export import ort_ops
 from lcoan.graph_io import INPUT_NAME
 
 
-def polygraphy_compare(engine, proto, samples, *, atol: float, rtol: float, plugins=None) -> bool:
-    """Polygraphy ``Comparator``: ``TrtRunner`` (the engine) vs ``OnnxrtRunner`` (CPU), elementwise
-    within ``atol`` or ``rtol``."""
+def polygraphy_compare(engine, proto, samples, *, rule, plugins=None) -> bool:
+    """Polygraphy ``Comparator``: ``TrtRunner`` (the engine) vs ``OnnxrtRunner`` (CPU) under
+    ``rule`` (``verify.parity.Thresholds``)."""
     if flavour() == "tensorrt_rtx":
         os.environ.setdefault("POLYGRAPHY_USE_TENSORRT_RTX", "1")
     from polygraphy.backend.onnxrt import OnnxrtRunner
@@ -39,4 +39,4 @@ def polygraphy_compare(engine, proto, samples, *, atol: float, rtol: float, plug
     runners = [TrtRunner(EngineFromBytes(Path(engine).read_bytes()), name="tensorrt"),
                OnnxrtRunner(lambda: ort_ops.session(proto), name="onnxruntime")]
     results = Comparator.run(runners, data_loader=data)
-    return bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol)))
+    return bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(**rule.compare_func_args())))

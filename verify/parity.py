@@ -8,10 +8,10 @@ outputs clipped to [0, 1], peak 1, and the max absolute error) and the Y-PSNR of
 the HR image when one is known (BT.601 Y, 8-bit quantised, ``shave = scale``). Exit status 1
 when an image misses the tolerances. The rule is Polygraphy's default comparison, so that the
 ``polygraphy run ... --atol A --rtol R`` command printed with ``--polygraphy-dir`` passes exactly
-when this report does: an output element fails when ``|candidate - reference| > atol`` *and*
-``|candidate - reference| / |reference| > rtol`` (NaN always fails); an image passes when no
-element fails. FP32 graphs: atol = rtol = 1e-3 (a quarter of an 8-bit grey level); FP16 graphs:
-1e-2.
+when this report does. FP32 graphs, elementwise: an output element fails when
+``|candidate - reference| > atol`` *and* ``|candidate - reference| / |reference| > rtol`` (NaN
+always fails), atol = rtol = 1e-3 (a quarter of an 8-bit grey level); an image passes when no
+element fails. FP16 graphs: 99.9% of the values within 1e-2 (``THRESHOLDS`` says why).
 
 Integer-I/O graphs (``export.to_onnx --io rgb8|i420``) are compared in their own 8-bit levels,
 against the float model between the same conversions (``export.integer_io.WithFrames``: for
@@ -49,29 +49,55 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Polygraphy's default (``simple``, elementwise) rule with ``--atol``/``--rtol``.
+    """Polygraphy's ``simple`` rule with ``--atol``/``--rtol``, elementwise or on a quantile.
 
-    One rule for this report and for the printed ``polygraphy run`` command: an element fails when
-    its absolute difference exceeds ``atol`` and its difference relative to the reference exceeds
-    ``rtol`` (Polygraphy divides by the second run, the loaded reference outputs; zeros get its
-    2.2e-16 epsilon). NaN fails.
+    One rule for this report and for the printed ``polygraphy run`` command. Elementwise
+    (``quantile`` None, Polygraphy's default): an element fails when its absolute difference
+    exceeds ``atol`` and its difference relative to the reference exceeds ``rtol`` (Polygraphy
+    divides by the second run, the loaded reference outputs; zeros get its 2.2e-16 epsilon).
+    With ``quantile`` q (``--check-error-stat quantile --error-quantile q``): an output passes when
+    the q-quantile of the absolute difference is within ``atol`` or that of the relative
+    difference within ``rtol``. NaN fails either way.
     """
     atol: float
     rtol: float
+    quantile: float | None = None
 
-    def mismatches(self, candidate: np.ndarray, reference: np.ndarray) -> int:
+    def _diffs(self, candidate: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cand, ref = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
         diff = np.abs(cand - ref)
         denom = np.abs(np.where(ref == 0, np.finfo(np.float64).eps, ref))
         with np.errstate(invalid="ignore", divide="ignore"):
-            bad = ((diff > self.atol) | np.isnan(diff)) & ((diff / denom > self.rtol) | np.isnan(diff))
+            return diff, diff / denom
+
+    def mismatches(self, candidate: np.ndarray, reference: np.ndarray) -> int:
+        """Elements off by more than both tolerances (the elementwise verdict's count)."""
+        diff, rel = self._diffs(candidate, reference)
+        bad = ((diff > self.atol) | np.isnan(diff)) & ((rel > self.rtol) | np.isnan(diff))
         return int(np.count_nonzero(bad))
 
     def passes(self, candidate: np.ndarray, reference: np.ndarray) -> bool:
-        return self.mismatches(candidate, reference) == 0
+        if self.quantile is None:
+            return self.mismatches(candidate, reference) == 0
+        diff, rel = self._diffs(candidate, reference)
+        if diff.size == 0 or np.isnan(diff).any():
+            return False
+        return bool(np.quantile(diff, self.quantile) <= self.atol or np.quantile(rel, self.quantile) <= self.rtol)
 
     def polygraphy_args(self) -> list[str]:
-        return ["--atol", f"{self.atol:g}", "--rtol", f"{self.rtol:g}"]
+        stat = [] if self.quantile is None else ["--check-error-stat", "quantile", "--error-quantile", f"{self.quantile:g}"]
+        return stat + ["--atol", f"{self.atol:g}", "--rtol", f"{self.rtol:g}"]
+
+    def compare_func_args(self) -> dict:
+        """The same rule as keyword arguments of Polygraphy's ``CompareFunc.simple``."""
+        stat = {} if self.quantile is None else {"check_error_stat": "quantile", "error_quantile": self.quantile}
+        return {"atol": self.atol, "rtol": self.rtol, **stat}
+
+    def describe(self) -> str:
+        if self.quantile is None:
+            return f"no element off by more than atol {self.atol:g} and rtol {self.rtol:g}, Polygraphy's rule"
+        return (f"{100 * self.quantile:g}% of each output within atol {self.atol:g}"
+                + (f" or rtol {self.rtol:g}" if self.rtol else "") + ", Polygraphy's quantile rule")
 
 
 @dataclass(frozen=True)
@@ -98,9 +124,14 @@ class LevelThresholds:
 
 
 # FP32: ORT and PyTorch agree to ~3e-7 except where a near-tie flips one cluster id (Set14 zebra,
-# 4.0e-4 with the bundled weights); 1e-3 is a quarter of an 8-bit grey level. FP16: 1.2e-3 measured.
+# 4.0e-4 with the bundled weights); 1e-3 is a quarter of an 8-bit grey level. FP16 on a quantile:
+# the sort makes LCoA's output a discontinuous function of its features. Rounding only the input to
+# FP16 (at most 2.4e-4) moves the FP32 model's output by up to 0.024 on Set14/ppt3 with sharp
+# learned attention (its attention="none" twin: 0.0016), so some element of an FP16 graph always
+# lands beyond any elementwise bound that its other 99.9% meet (docs/export.md, "FP16 parity").
 # INT8 quality is judged by its Y-PSNR loss (python -m calib --report); this only catches breakage.
-THRESHOLDS = {"fp32": Thresholds(1e-3, 1e-3), "fp16": Thresholds(1e-2, 1e-2), "int8": Thresholds(5e-2, 5e-2)}
+THRESHOLDS = {"fp32": Thresholds(1e-3, 1e-3), "fp16": Thresholds(1e-2, 0.0, quantile=0.999),
+              "int8": Thresholds(5e-2, 5e-2)}
 # Integer graphs: FP32 and FP16 measured at most 1 level off (FP16 runs the conversions in FP32);
 # INT8 gets the float rule's 5e-2 in levels (13).
 LEVEL_THRESHOLDS = {"fp32": LevelThresholds(1, 0.999), "fp16": LevelThresholds(1, 0.999),
@@ -171,8 +202,7 @@ class Report:
                 lines[-1] += f"  ({r.note})"
         s = self.summary()
         t = self.thresholds
-        rule = (t.describe() + ", Polygraphy's quantile rule" if isinstance(t, LevelThresholds) else
-                f"no element off by more than atol {t.atol:g} and rtol {t.rtol:g}, Polygraphy's rule")
+        rule = t.describe() + (", Polygraphy's quantile rule" if isinstance(t, LevelThresholds) else "")
         lines.append(f"{len(self.images)} images, {self.precision}{'' if self.io == 'float' else ' ' + self.io}, "
                      f"min drift {fmt(s['min_drift_db'])} dB, "
                      f"max abs {s['max_abs']:.2e}: {'PASS' if self.passed else 'FAIL'} ({rule})")
@@ -403,7 +433,7 @@ def compare_engine(engine: str | os.PathLike, onnx_path: str | os.PathLike, imag
     report = compare(ort_runner(proto), engine_runner(engine, plugins), samples, scale=scale,
                      precision=precision, reference_name="onnxruntime", candidate_name="tensorrt")
     rule = report.thresholds
-    ok = polygraphy_compare(engine, proto, samples, atol=rule.atol, rtol=rule.rtol, plugins=plugins)
+    ok = polygraphy_compare(engine, proto, samples, rule=rule, plugins=plugins)
     return report, ok
 
 
