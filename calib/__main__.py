@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="bicubic downscale of HR images by S (default: none, the images are LR)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--exclude", nargs="*", default=None,
-                        help="Conv node names to keep in FP32 (default: head, matching, upsampler and "
-                             "tail convs; give --exclude with no names to quantise every Conv)")
+                        help="Conv node names to keep in FP32 (default: head, matching, body, upsampler "
+                             "and tail convs; give --exclude with no names to quantise every Conv)")
     parser.add_argument("--report", action="store_true", help="INT8 vs FP32 on Set5 + Set14")
     parser.add_argument("--sensitivity", action="store_true", help="per-Conv sensitivity (slow)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per set (default: all)")

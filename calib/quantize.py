@@ -252,11 +252,13 @@ def _method(name: str):
     return table[name]
 
 
-# Convs kept out of INT8 by default: the ones next to the image (head, upsampler, tail) and the
-# matching conv whose output is clustered (its rounding flips cluster ids). Measured on the
-# bundled edge x2 weights, Set5 + Set14: all 35 Conv in INT8 lose 0.114 dB Y-PSNR against FP32;
-# keeping these 4 in floating point loses 0.058 dB (goal <= 0.10 dB).
-SENSITIVE_CONV_PATTERNS = ("/head/", "/attention/match_conv/", "/upsampler/", "/tail_conv/")
+# Convs kept out of INT8 by default: the ones next to the image (head, upsampler, tail), the
+# matching conv whose output is clustered (its rounding flips cluster ids), and the body's last
+# conv, whose output is added to the shallow features (the first that --sensitivity ranks for
+# realtime_x2). Y-PSNR loss against FP32 on Set5 + Set14 (goal <= 0.10 dB): edge_x2, every Conv
+# 0.114 dB, without body_conv 0.058, with it 0.051; realtime_x2, without body_conv 0.112, with it
+# 0.083 (docs/benchmarks.md, INT8).
+SENSITIVE_CONV_PATTERNS = ("/head/", "/attention/match_conv/", "/body_conv/", "/upsampler/", "/tail_conv/")
 
 
 def default_exclusions(onnx_in: str | Path | onnx.ModelProto) -> list[str]:

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from calib.quantize import (CalibrationError, calibration_tiles, evaluate, kept_out_nodes, quantize,
-                            quantized_consumers, sensitivity)
+from calib.quantize import (CalibrationError, calibration_tiles, default_exclusions, evaluate, kept_out_nodes,
+                            quantize, quantized_consumers, sensitivity)
 from export import export_onnx, ort_ops
 from tests.conftest import REPO, shared_path
 
@@ -47,6 +47,15 @@ def test_calibration_tiles_from_downscaled_hr():
     t91 = shared_path("data", "train", "T91")
     tiles = calibration_tiles(t91, num=4, tile=(24, 24), downscale=2)
     assert len(tiles) == 4 and all(t.shape == (1, 3, 24, 24) for t in tiles)
+
+
+def test_default_exclusions_are_the_image_side_matching_and_body_convs(graphs):
+    names = default_exclusions(graphs["fp32"])
+    scopes = {n.split("/")[-2] for n in names}
+    assert {"head", "match_conv", "body_conv", "tail_conv"} <= scopes, names
+    assert any("/upsampler/" in n for n in names)
+    convs = [n.name for n in onnx.load(str(graphs["fp32"])).graph.node if n.op_type == "Conv"]
+    assert set(names) < set(convs) and not any("/groups." in n and "/match_conv/" not in n for n in names)
 
 
 def test_qdq_graph_passes_checker_and_quantizes_only_conv(graphs):
