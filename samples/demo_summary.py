@@ -16,6 +16,16 @@ MADE = ("lcoan_edge_x2_fp32.onnx", "lcoan_edge_x2_fp16.onnx", "lcoan_edge_x2_fp1
         "lcoan_edge_x2_fp16.engine.json", "parity_fp16.json", "sample_clip_x2.mp4", "app_summary.json")
 
 
+def _db(value) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else str(value)  # JSON writes inf as "inf"
+
+
+def _rule(t: dict) -> str:
+    """The report's rule (verify.parity.Thresholds) in words: elementwise or on a quantile."""
+    rule = f"atol {t['atol']:g} / rtol {t['rtol']:g}"
+    return rule if t.get("quantile") is None else f"{100 * t['quantile']:g}% of values within {rule}"
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[0] if argv else "out")
     status = 0
@@ -30,8 +40,8 @@ def main(argv: list[str]) -> int:
         s = parity["summary"]
         t = parity["thresholds"]
         print(f"  parity: {'PASS' if s['passed'] else 'FAIL'} ({parity['candidate']} FP16 graph vs "
-              f"{parity['reference']} on {s['images']} Set5/Set14 images; min drift {s['min_drift_db']} dB, "
-              f"max abs {s['max_abs']:.1e}, tolerance atol {t['atol']:g} / rtol {t['rtol']:g})")
+              f"{parity['reference']} on {s['images']} Set5/Set14 images; min drift {_db(s['min_drift_db'])} dB, "
+              f"max abs {s['max_abs']:.1e}, tolerance {_rule(t)})")
         status |= not s["passed"]
         app = json.loads((out / "app_summary.json").read_text())
         print(f"  app: {app['frames_out']} frames, {app['fps']:.2f} fps, {app['backend']} {app['precision']} "
