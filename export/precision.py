@@ -5,9 +5,9 @@ FP16 everywhere except where a rounding error changes a discrete decision or ove
     of the ``.../kmeans/`` scope);
   * the attention softmax: the score MatMul and the Softmax (graphs exported before the
     model used Softmax have ReduceLogSumExp, the subtraction and Exp instead).
-A graph without attention (``attention="none"``) has no such islands. Input ``lr`` and output ``sr`` stay float32 (``keep_io_types``), and the conversions of an
-integer-I/O graph (``export.integer_io``: nodes named ``io_in/...``, ``io_out/...``) stay FP32
-whole, so 8-bit rounding and colour matrices never see FP16. This form parses and builds in
+A graph without attention (``attention="none"``) has no such islands. Input ``lr`` and output
+``sr`` stay float32 (``keep_io_types``), and the conversions of an integer-I/O graph
+(``export.integer_io``: nodes named ``io_in/...``, ``io_out/...``) stay FP32 whole, so 8-bit rounding and colour matrices never see FP16. This form parses and builds in
 TensorRT-RTX (strongly typed networks take the types from the graph).
 """
 from __future__ import annotations
